@@ -1,0 +1,4 @@
+"""Codecs, one module (or folder) per paper. Importing this package registers them all."""
+
+from lcomp.codecs.base import Codec, Variables  # noqa: F401
+from lcomp.codecs.registry import create, get, names, register  # noqa: F401

@@ -1,0 +1,190 @@
+"""Experiment configs: `get_config(variant)` files and `--config.a.b=value` overrides.
+
+A config is an `ml_collections.ConfigDict` with these sections (see `base_config`):
+
+    codec         registered codec name, e.g. "johnston2018"
+    codec_module  optional module to import first (registers a codec defined outside lcomp)
+    model         the codec's own settings (widths, iterations, switches); handed to the codec
+    data          training data: source, patch size, batch size, seed
+    optim         one optimizer section per parameter group ("autoencoder", "context_model", ...)
+    train         steps, logging, checkpointing, NaN guard
+    distributed   multi-host initialisation
+
+Config files live in `experiments/configs/<name>.py` (big_vision style): `get_config(variant="")` returns
+paper-size defaults, `get_config("tiny")` a CPU-sized variant. They are named on the command line as
+`johnston2018`, `johnston2018:tiny` or a path `path/to/file.py:tiny`.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import importlib.util
+import json
+import pathlib
+from typing import Iterable
+
+import ml_collections
+
+from lcomp.errors import ConfigError
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+CONFIG_DIR = REPO_ROOT / "experiments" / "configs"
+
+
+def optimizer_config(learning_rate: float = 1e-4, **overrides) -> ml_collections.ConfigDict:
+    """One parameter group's optimizer: Adam with an optional warmup and decay schedule."""
+    cfg = ml_collections.ConfigDict(
+        dict(
+            optimizer="adam",  # adam | adamw | sgd
+            learning_rate=learning_rate,
+            schedule="constant",  # constant | cosine | step | exponential
+            warmup_steps=0,
+            decay_steps=0,  # cosine: length of the decay; exponential: steps per decay
+            decay_rate=0.5,  # step / exponential: multiplier
+            boundaries=(),  # step: the steps at which the rate is multiplied by decay_rate
+            b1=0.9,
+            b2=0.999,
+            eps=1e-8,
+            weight_decay=0.0,
+            grad_clip_norm=0.0,  # 0 disables clipping
+        )
+    )
+    cfg.update(overrides)
+    return cfg
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """Sections every experiment config shares; experiment files fill `codec`, `model` and `optim`."""
+    cfg = ml_collections.ConfigDict()
+    cfg.codec = ""
+    cfg.codec_module = ""
+    cfg.model = ml_collections.ConfigDict()
+    cfg.data = ml_collections.ConfigDict(
+        dict(
+            source="embedded",  # embedded | folder | tfds
+            path="",  # folder source
+            name="",  # tfds dataset name
+            split="train",
+            data_dir="",  # tfds data_dir
+            patch_size=32,
+            batch_size=32,  # global batch, split over all devices and processes
+            seed=0,
+            prefetch=2,
+        )
+    )
+    cfg.optim = ml_collections.ConfigDict({"autoencoder": optimizer_config()})
+    cfg.train = ml_collections.ConfigDict(
+        dict(
+            num_steps=1000,
+            seed=0,
+            log_every=50,
+            checkpoint_every=500,
+            keep_checkpoints=3,
+            check_finite_every=1,  # host check of the loss every N steps (0: only at checkpoints)
+            debug_nans=False,  # jax_debug_nans: slow, pinpoints the op that made a NaN
+            progress=True,
+        )
+    )
+    cfg.distributed = ml_collections.ConfigDict(
+        dict(enabled=False, coordinator_address="", num_processes=0, process_id=-1)
+    )
+    return cfg
+
+
+def _resolve_config_file(name: str) -> pathlib.Path:
+    path = pathlib.Path(name)
+    if path.suffix == ".py":
+        if not path.is_file():
+            raise ConfigError(f"config file {name!r} does not exist")
+        return path
+    candidate = CONFIG_DIR / f"{name}.py"
+    if candidate.is_file():
+        return candidate
+    known = sorted(p.stem for p in CONFIG_DIR.glob("*.py") if not p.stem.startswith("_"))
+    raise ConfigError(
+        f"no config named {name!r} in {CONFIG_DIR} (known: {', '.join(known) or 'none'}); "
+        "pass a path to a .py file with get_config() instead"
+    )
+
+
+def load_config(spec: str, overrides: Iterable[str] = ()) -> ml_collections.ConfigDict:
+    """Loads `name[:variant]` or `path.py[:variant]` and applies `--config.a.b=v` overrides."""
+    name, _, variant = spec.partition(":")
+    path = _resolve_config_file(name)
+    module_spec = importlib.util.spec_from_file_location(f"lcomp_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as exc:  # a user's config file: report it as a config problem
+        raise ConfigError(f"could not execute config file {path}: {exc!r}") from exc
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"config file {path} has no get_config() function")
+    try:
+        config = module.get_config(variant) if variant else module.get_config()
+    except (ValueError, KeyError) as exc:
+        raise ConfigError(f"{path}: get_config({variant!r}) failed: {exc}") from exc
+    return apply_overrides(config, overrides)
+
+
+def _parse_value(text: str):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text  # a bare string such as --config.data.source=folder
+
+
+def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str]) -> ml_collections.ConfigDict:
+    """Applies overrides of the form `--config.a.b=value` (or `a.b=value`); values are Python literals."""
+    for item in overrides:
+        text = item[2:] if item.startswith("--") else item
+        if text.startswith("config."):
+            text = text[len("config.") :]
+        key, sep, raw = text.partition("=")
+        if not sep:
+            raise ConfigError(f"override {item!r} must look like --config.a.b=value")
+        *parents, leaf = key.split(".")
+        node = config
+        for part in parents:
+            if part not in node:
+                raise ConfigError(_unknown_key_message(key, config))
+            node = node[part]
+        if leaf not in node:
+            raise ConfigError(_unknown_key_message(key, config))
+        value = _parse_value(raw)
+        current = node[leaf]
+        if isinstance(current, str) and not isinstance(value, str):
+            value = raw  # e.g. --config.data.path=123 stays a string
+        if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(current, tuple) and isinstance(value, list):
+            value = tuple(value)
+        try:
+            node[leaf] = value
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"cannot set {key} to {raw!r}: {exc}") from exc
+    return config
+
+
+def _flat_keys(config, prefix=""):
+    for key, value in config.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, ml_collections.ConfigDict):
+            yield from _flat_keys(value, full + ".")
+        else:
+            yield full
+
+
+def _unknown_key_message(key: str, config) -> str:
+    close = difflib.get_close_matches(key, list(_flat_keys(config)), n=3)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    return f"unknown config key {key!r}{hint}"
+
+
+def to_json(config: ml_collections.ConfigDict) -> str:
+    """Canonical JSON of a config (sorted keys), used for config.json and model fingerprints."""
+    return json.dumps(config.to_dict(), sort_keys=True, default=list)
+
+
+def from_json(text: str) -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(json.loads(text))

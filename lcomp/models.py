@@ -1,0 +1,171 @@
+"""Trained models: a codec, its config and its variables, saved, loaded and fingerprinted.
+
+Two on-disk forms hold a model:
+
+* a training workdir (`lcomp train --workdir DIR`): `config.json` plus orbax checkpoints; the latest one is used;
+* an exported model folder (what `lcomp/zoo/<name>/` ships): `model.json` (codec, config, fingerprint,
+  sha256 of the parameter file) and `variables.msgpack` (flax msgpack of params and state).
+
+The fingerprint (8 bytes of a SHA-256 over every parameter and state array, with its path, shape and dtype)
+is written into every compressed file, so a decoder refuses a file that another model made.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import pathlib
+
+import jax
+import ml_collections
+import numpy as np
+
+from lcomp import configs
+from lcomp.codecs import registry
+from lcomp.codecs.base import Codec, Variables
+from lcomp.errors import ConfigError, LcompError, ModelMismatchError
+
+MODEL_FILE = "model.json"
+VARIABLES_FILE = "variables.msgpack"
+ZOO_DIR = pathlib.Path(__file__).resolve().parent / "zoo"
+
+_FINGERPRINT_CACHE: list[tuple[object, bytes]] = []
+
+
+def fingerprint(variables: Variables) -> bytes:
+    """8 bytes identifying a model's parameters and state exactly (same on every machine)."""
+    for obj, value in _FINGERPRINT_CACHE:
+        if obj is variables:
+            return value
+    digest = hashlib.sha256()
+    leaves = jax.tree_util.tree_flatten_with_path(
+        {"params": variables["params"], "state": variables.get("state", {})}
+    )[0]
+    for path, leaf in leaves:
+        array = np.ascontiguousarray(np.asarray(leaf))
+        digest.update(jax.tree_util.keystr(path).encode())
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes())
+    value = digest.digest()[:8]
+    # Keep the object alive with its fingerprint so that `is` identifies it; a short list is enough.
+    _FINGERPRINT_CACHE.insert(0, (variables, value))
+    del _FINGERPRINT_CACHE[4:]
+    return value
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    codec: Codec
+    variables: Variables
+    config: ml_collections.ConfigDict
+    source: str
+
+    @property
+    def fingerprint(self) -> bytes:
+        return fingerprint(self.variables)
+
+
+def _to_numpy(tree):
+    return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)
+
+
+def save_model(path: str | pathlib.Path, config: ml_collections.ConfigDict, variables: Variables) -> pathlib.Path:
+    """Exports a model folder (the form shipped in lcomp/zoo)."""
+    from flax import serialization
+
+    path = pathlib.Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    variables = {"params": _to_numpy(variables["params"]), "state": _to_numpy(variables.get("state", {}))}
+    payload = serialization.msgpack_serialize(variables)
+    (path / VARIABLES_FILE).write_bytes(payload)
+    meta = {
+        "format": 1,
+        "codec": config.codec,
+        "codec_module": config.get("codec_module", ""),
+        "fingerprint": fingerprint(variables).hex(),
+        "variables_sha256": hashlib.sha256(payload).hexdigest(),
+        "config": json.loads(configs.to_json(config)),
+    }
+    (path / MODEL_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+    return path
+
+
+def _load_exported(path: pathlib.Path) -> LoadedModel:
+    from flax import serialization
+
+    try:
+        meta = json.loads((path / MODEL_FILE).read_text())
+        payload = (path / VARIABLES_FILE).read_bytes()
+    except (OSError, ValueError) as exc:
+        raise LcompError(f"cannot read model folder {path}: {exc}") from exc
+    if hashlib.sha256(payload).hexdigest() != meta.get("variables_sha256"):
+        raise LcompError(f"{path / VARIABLES_FILE} does not match the checksum in {MODEL_FILE} (corrupt download?)")
+    try:
+        variables = serialization.msgpack_restore(payload)
+    except Exception as exc:  # msgpack errors on a damaged file
+        raise LcompError(f"cannot decode {path / VARIABLES_FILE}: {exc}") from exc
+    config = ml_collections.ConfigDict(meta["config"])
+    registry.import_codec_module(meta.get("codec_module", ""))
+    codec = registry.create(meta["codec"], config.model)
+    variables = {"params": variables["params"], "state": variables.get("state", {})}
+    if fingerprint(variables).hex() != meta.get("fingerprint"):
+        raise LcompError(f"model folder {path}: parameters do not match the recorded fingerprint")
+    return LoadedModel(codec, variables, config, str(path))
+
+
+def _load_workdir(path: pathlib.Path) -> LoadedModel:
+    import orbax.checkpoint as ocp
+
+    from lcomp.train import CHECKPOINT_DIR, CONFIG_FILE
+
+    config = configs.from_json((path / CONFIG_FILE).read_text())
+    registry.import_codec_module(config.get("codec_module", ""))
+    codec = registry.create(config.codec, config.model)
+    manager = ocp.CheckpointManager((path / CHECKPOINT_DIR).resolve())
+    step = manager.latest_step()
+    if step is None:
+        raise LcompError(f"{path} has no checkpoint yet (train first, or wait for the first checkpoint)")
+    try:
+        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    except Exception as exc:
+        raise LcompError(f"cannot restore checkpoint {step} from {path}: {exc}") from exc
+    state = restored["state"]
+    variables = {"params": _to_numpy(state["params"]), "state": _to_numpy(state.get("state", {}))}
+    return LoadedModel(codec, variables, config, f"{path} (step {step})")
+
+
+def load_model(path: str | pathlib.Path) -> LoadedModel:
+    """Loads a training workdir (latest checkpoint) or an exported model folder."""
+    from lcomp.train import CONFIG_FILE
+
+    path = pathlib.Path(path)
+    if (path / MODEL_FILE).is_file():
+        return _load_exported(path)
+    if (path / CONFIG_FILE).is_file():
+        return _load_workdir(path)
+    raise LcompError(
+        f"{path} is neither a training workdir (with {CONFIG_FILE}) nor a model folder (with {MODEL_FILE})"
+    )
+
+
+def load_shipped(name: str) -> LoadedModel:
+    """The model shipped with lcomp for a registered codec."""
+    entry = registry.get(name)
+    if entry.zoo is None or not (ZOO_DIR / entry.zoo / MODEL_FILE).is_file():
+        raise ConfigError(f"no shipped model for codec {name!r}; pass --checkpoint DIR with a trained model")
+    return _load_exported(ZOO_DIR / entry.zoo)
+
+
+def load_for_file(data: bytes, checkpoint: str | pathlib.Path | None = None) -> LoadedModel:
+    """The model that can decode `data`: the given checkpoint, or the shipped model the file names."""
+    from lcomp import container
+
+    header = container.unpack(data).header
+    model = load_model(checkpoint) if checkpoint else load_shipped(header.codec)
+    if header.codec != model.codec.name or header.fingerprint != model.fingerprint:
+        raise ModelMismatchError(
+            f"this file was made by codec {header.codec} with model {header.fingerprint.hex()}, but the loaded "
+            f"model ({model.source}) is codec {model.codec.name} with model {model.fingerprint.hex()}"
+        )
+    return model

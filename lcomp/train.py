@@ -1,0 +1,405 @@
+"""The one training engine every codec plugs into.
+
+    config (experiments/configs/<name>.py) -> codec (registry) + data (lcomp.data) + one optax optimizer per
+    parameter group -> a jitted, data-parallel train step -> orbax checkpoints, metrics, progress bar.
+
+Data parallelism is today's form of pmap: a `Mesh` over every device with one axis, "data"; the batch is
+sharded along it with `NamedSharding(mesh, P("data"))`, everything else is replicated (`P()`), and `jax.jit`
+inserts the gradient all-reduce. On several hosts `jax.distributed.initialize()` makes `jax.devices()` global
+and each process feeds its own slice of the global batch.
+
+Exact resume: the training batches are a pure function of `(seed, step)` and the step's random key is
+`fold_in(key(seed), step)`, so the step number is the whole position of the data iterator. A run killed at any
+moment resumes from its last checkpoint and reaches the same parameters as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import pathlib
+import time
+from typing import Any, Callable, Iterator
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from lcomp import configs
+from lcomp.codecs import registry
+from lcomp.errors import ConfigError, TrainingError
+from lcomp.metric_writers import MetricWriter
+
+log = logging.getLogger("lcomp.train")
+
+CONFIG_FILE = "config.json"
+CHECKPOINT_DIR = "checkpoints"
+
+
+# --- optimizers ---------------------------------------------------------------------------------------------
+
+
+def learning_rate_schedule(cfg: ml_collections.ConfigDict) -> optax.Schedule:
+    """Warmup (linear) followed by the configured decay."""
+    lr = float(cfg.learning_rate)
+    if cfg.schedule == "constant":
+        decay = optax.constant_schedule(lr)
+    elif cfg.schedule == "cosine":
+        if cfg.decay_steps <= 0:
+            raise ConfigError("cosine schedule needs optim.<group>.decay_steps > 0")
+        decay = optax.cosine_decay_schedule(lr, cfg.decay_steps)
+    elif cfg.schedule == "step":
+        decay = optax.piecewise_constant_schedule(lr, {int(b): float(cfg.decay_rate) for b in cfg.boundaries})
+    elif cfg.schedule == "exponential":
+        if cfg.decay_steps <= 0:
+            raise ConfigError("exponential schedule needs optim.<group>.decay_steps > 0")
+        decay = optax.exponential_decay(lr, int(cfg.decay_steps), float(cfg.decay_rate), staircase=True)
+    else:
+        raise ConfigError(f"unknown schedule {cfg.schedule!r} (constant, cosine, step, exponential)")
+    if cfg.warmup_steps > 0:
+        warmup = optax.linear_schedule(0.0, lr, int(cfg.warmup_steps))
+        return optax.join_schedules([warmup, decay], [int(cfg.warmup_steps)])
+    return decay
+
+
+def build_optimizer(cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """One parameter group's optax optimizer from its config section."""
+    schedule = learning_rate_schedule(cfg)
+    if cfg.optimizer == "adam":
+        opt = optax.adam(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
+    elif cfg.optimizer == "adamw":
+        opt = optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    elif cfg.optimizer == "sgd":
+        opt = optax.sgd(schedule, momentum=cfg.b1 or None)
+    else:
+        raise ConfigError(f"unknown optimizer {cfg.optimizer!r} (adam, adamw, sgd)")
+    if cfg.grad_clip_norm and cfg.grad_clip_norm > 0:
+        opt = optax.chain(optax.clip_by_global_norm(cfg.grad_clip_norm), opt)
+    return opt
+
+
+# --- state and mesh -----------------------------------------------------------------------------------------
+
+
+def make_mesh(devices=None) -> Mesh:
+    """A one-axis ("data") mesh over the given devices (default: every device of every process)."""
+    devices = jax.devices() if devices is None else list(devices)
+    return Mesh(np.asarray(devices), ("data",))
+
+
+def _state_dict(step, params, opt_state, state) -> dict:
+    # A plain dict (not a custom pytree class) so that orbax saves and restores it without registration.
+    return {"step": step, "params": params, "opt_state": opt_state, "state": state}
+
+
+@dataclasses.dataclass
+class TrainResult:
+    train_state: dict
+    last_metrics: dict
+    steps_per_second: float
+
+
+class Trainer:
+    """Builds everything a run needs from a config; `fit()` trains, resuming from the workdir if possible."""
+
+    def __init__(
+        self,
+        config: ml_collections.ConfigDict,
+        workdir: str | pathlib.Path,
+        *,
+        devices=None,
+        batches=None,
+        codec=None,
+    ):
+        self.config = config
+        self.workdir = pathlib.Path(workdir)
+        _maybe_initialize_distributed(config)
+        registry.import_codec_module(config.get("codec_module", ""))
+        self.codec = codec if codec is not None else registry.create(config.codec, config.model)
+        self.groups = tuple(self.codec.param_groups)
+        missing = [g for g in self.groups if g not in config.optim]
+        if missing:
+            raise ConfigError(f"config.optim has no section for parameter group(s) {missing} of {config.codec}")
+        self.optimizers = {g: build_optimizer(config.optim[g]) for g in self.groups}
+
+        self.mesh = make_mesh(devices)
+        self.replicated = NamedSharding(self.mesh, P())
+        self.data_sharding = NamedSharding(self.mesh, P("data"))
+        num_devices = self.mesh.devices.size
+        if config.data.batch_size % num_devices:
+            raise ConfigError(
+                f"data.batch_size={config.data.batch_size} is not divisible by the {num_devices} devices"
+            )
+        self.batches = batches if batches is not None else self._default_batches()
+
+        self._train_step = jax.jit(
+            self._step_fn,
+            in_shardings=(self.replicated, self.data_sharding),
+            out_shardings=(self.replicated, self.replicated),
+            donate_argnums=(0,),
+        )
+        self._checkpoints = None
+
+    # --- construction helpers -----------------------------------------------------------------------------
+    def _default_batches(self):
+        from lcomp import data
+
+        cfg = self.config.data
+        source = data.make_source(cfg)
+        return data.TrainBatches(
+            source,
+            patch_size=cfg.patch_size,
+            batch_size=cfg.batch_size,
+            seed=cfg.seed,
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+        )
+
+    def example_batch(self) -> dict:
+        size = self.config.data.patch_size
+        return {"image": np.zeros((1, size, size, 3), np.uint8)}
+
+    def init_state(self) -> dict:
+        """Fresh parameters, optimizer states and codec state, replicated over the mesh."""
+        seed = self.config.train.seed
+        example = self.example_batch()
+
+        def init():
+            variables = self.codec.init(jax.random.fold_in(jax.random.key(seed), 0), example)
+            params = variables["params"]
+            opt_state = {g: self.optimizers[g].init(params[g]) for g in self.groups}
+            return _state_dict(jnp.zeros((), jnp.int32), params, opt_state, variables.get("state", {}))
+
+        return jax.jit(init, out_shardings=self.replicated)()
+
+    # --- the step -----------------------------------------------------------------------------------------
+    def _step_fn(self, train_state: dict, batch: dict):
+        step = train_state["step"]
+        rng = jax.random.fold_in(jax.random.fold_in(jax.random.key(self.config.train.seed), 1), step)
+
+        def loss_fn(params):
+            return self.codec.loss(params, train_state["state"], batch, rng, train=True)
+
+        (loss, (metrics, new_codec_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            train_state["params"]
+        )
+        new_params, new_opt_state = {}, {}
+        finite = jnp.isfinite(loss)
+        metrics = dict(metrics)
+        for g in self.groups:
+            # Each group has its own optimizer, learning rate and state, all updated in this one step.
+            updates, new_opt_state[g] = self.optimizers[g].update(
+                grads[g], train_state["opt_state"][g], train_state["params"][g]
+            )
+            new_params[g] = optax.apply_updates(train_state["params"][g], updates)
+            grad_norm = optax.global_norm(grads[g])
+            metrics[f"grad_norm/{g}"] = grad_norm
+            finite &= jnp.isfinite(grad_norm)
+        metrics["loss"] = loss
+        metrics["finite"] = finite
+        new_state = _state_dict(step + 1, new_params, new_opt_state, new_codec_state)
+        return new_state, metrics
+
+    def to_global(self, local_batch: dict) -> dict:
+        """Assembles each process's slice into one array sharded along the mesh's data axis."""
+        return {
+            k: jax.make_array_from_process_local_data(self.data_sharding, np.asarray(v))
+            for k, v in local_batch.items()
+        }
+
+    def train_step(self, train_state: dict, local_batch: dict):
+        """One jitted step; `train_state` is donated (do not reuse it afterwards)."""
+        return self._train_step(train_state, self.to_global(local_batch))
+
+    # --- checkpoints --------------------------------------------------------------------------------------
+    @property
+    def checkpoints(self):
+        if self._checkpoints is None:
+            import orbax.checkpoint as ocp
+
+            options = ocp.CheckpointManagerOptions(
+                max_to_keep=self.config.train.keep_checkpoints, create=True
+            )
+            self._checkpoints = ocp.CheckpointManager(
+                (self.workdir / CHECKPOINT_DIR).resolve(), options=options
+            )
+        return self._checkpoints
+
+    def save(self, train_state: dict) -> None:
+        import orbax.checkpoint as ocp
+
+        step = int(jax.device_get(train_state["step"]))
+        self.checkpoints.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(train_state)))
+
+    def restore_or_init(self) -> dict:
+        """The latest checkpoint in the workdir, or a fresh state if there is none."""
+        import orbax.checkpoint as ocp
+
+        fresh = self.init_state()
+        latest = self.checkpoints.latest_step()
+        if latest is None:
+            return fresh
+        abstract = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), fresh
+        )
+        try:
+            restored = self.checkpoints.restore(
+                latest, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
+            )
+        except Exception as exc:  # orbax/tensorstore errors: report which checkpoint and why
+            raise TrainingError(
+                f"cannot restore checkpoint {latest} in {self.workdir / CHECKPOINT_DIR}: {exc}"
+            ) from exc
+        return restored["state"]
+
+    # --- the loop -----------------------------------------------------------------------------------------
+    def write_config(self) -> None:
+        """Records the run's config; a workdir trained with another model config is refused."""
+        if jax.process_index() != 0:
+            return
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        path = self.workdir / CONFIG_FILE
+        current = json.loads(configs.to_json(self.config))
+        if path.exists():
+            previous = json.loads(path.read_text())
+            for key in ("codec", "model"):
+                if previous.get(key) != current.get(key):
+                    raise ConfigError(
+                        f"{self.workdir} holds a run with a different {key!r} config; "
+                        "use a new --workdir or the original config"
+                    )
+        path.write_text(json.dumps(current, indent=2, sort_keys=True))
+
+    def fit(self, num_steps: int | None = None) -> TrainResult:
+        cfg = self.config.train
+        num_steps = cfg.num_steps if num_steps is None else num_steps
+        if cfg.debug_nans:
+            jax.config.update("jax_debug_nans", True)
+        self.write_config()
+        train_state = self.restore_or_init()
+        start = int(jax.device_get(train_state["step"]))
+        writer = MetricWriter(self.workdir, enabled=jax.process_index() == 0)
+        last_saved = start if start > 0 else None
+        pending: list[dict] = []
+        last_metrics: dict = {}
+        steps_per_second = 0.0
+        progress = _progress_bar(cfg.progress and jax.process_index() == 0, start, num_steps)
+        tick, tick_step = time.perf_counter(), start
+        try:
+            for step, local_batch in self._iterate(start):
+                if step >= num_steps:
+                    break
+                train_state, metrics = self.train_step(train_state, local_batch)
+                pending.append(metrics)
+                done = step + 1
+                is_last = done == num_steps
+                check = cfg.check_finite_every and done % cfg.check_finite_every == 0
+                save_now = done % cfg.checkpoint_every == 0 or is_last
+                if check or save_now:
+                    _raise_if_not_finite(pending, done, last_saved, self.workdir)
+                if done % cfg.log_every == 0 or is_last:
+                    now = time.perf_counter()
+                    steps_per_second = (done - tick_step) / max(now - tick, 1e-9)
+                    tick, tick_step = now, done
+                    last_metrics = _mean_metrics(pending)
+                    _raise_if_not_finite(pending, done, last_saved, self.workdir)
+                    last_metrics["steps_per_second"] = steps_per_second
+                    writer.write_scalars(done, last_metrics)
+                    pending = []
+                    progress.set_postfix(
+                        loss=f"{last_metrics['loss']:.4g}",
+                        bpp=f"{last_metrics.get('bpp', float('nan')):.3f}",
+                        steps_s=f"{steps_per_second:.2f}",
+                    )
+                if save_now:
+                    self.save(train_state)
+                    last_saved = done
+                progress.update(1)
+            self.checkpoints.wait_until_finished()
+        finally:
+            progress.close()
+            writer.close()
+        return TrainResult(train_state, last_metrics, steps_per_second)
+
+    def _iterate(self, start: int) -> Iterator[tuple[int, dict]]:
+        if hasattr(self.batches, "iterate"):
+            yield from self.batches.iterate(start_step=start, prefetch=self.config.data.get("prefetch", 2))
+        else:  # any object with batch(step)
+            step = start
+            while True:
+                yield step, self.batches.batch(step)
+                step += 1
+
+
+def _mean_metrics(pending: list[dict]) -> dict:
+    fetched = jax.device_get(pending)
+    keys = [k for k in fetched[0] if k != "finite"]
+    return {k: float(np.mean([m[k] for m in fetched])) for k in keys}
+
+
+def _raise_if_not_finite(pending: list[dict], step: int, last_saved: int | None, workdir) -> None:
+    flags = jax.device_get([m["finite"] for m in pending])
+    if not all(bool(f) for f in flags):
+        where = f"step {last_saved}" if last_saved is not None else "no checkpoint yet"
+        raise TrainingError(
+            f"non-finite loss or gradient within the {len(flags)} steps up to step {step}; training stopped. "
+            f"The last good checkpoint in {workdir} is kept ({where}). Lower the learning rate, enable "
+            "gradient clipping (--config.optim.<group>.grad_clip_norm=1.0) or set --config.train.debug_nans=True"
+        )
+
+
+class _NoProgress:
+    def update(self, n):
+        pass
+
+    def set_postfix(self, **kw):
+        pass
+
+    def close(self):
+        pass
+
+
+def _progress_bar(enabled: bool, start: int, total: int):
+    if not enabled:
+        return _NoProgress()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=start, desc="train", unit="step", dynamic_ncols=True)
+
+
+def _maybe_initialize_distributed(config) -> None:
+    cfg = config.get("distributed")
+    if not cfg or not cfg.enabled:
+        return
+    if jax.distributed.is_initialized():
+        return
+    kwargs: dict[str, Any] = {}
+    if cfg.coordinator_address:
+        kwargs["coordinator_address"] = cfg.coordinator_address
+    if cfg.num_processes > 0:
+        kwargs["num_processes"] = cfg.num_processes
+    if cfg.process_id >= 0:
+        kwargs["process_id"] = cfg.process_id
+    jax.distributed.initialize(**kwargs)
+
+
+def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, **kwargs) -> TrainResult:
+    """Trains (or resumes) the run described by `config` in `workdir`."""
+    return Trainer(config, workdir, **kwargs).fit()
+
+
+def evaluate_loss(trainer: Trainer, train_state: dict, batch: dict, rng_seed: int = 0) -> dict:
+    """The codec's loss and metrics on a batch in eval mode (deterministic quantizers)."""
+    params, state = train_state["params"], train_state["state"]
+
+    @jax.jit
+    def run(params, state, batch):
+        loss, (metrics, _) = trainer.codec.loss(params, state, batch, jax.random.key(rng_seed), train=False)
+        return dict(metrics, loss=loss)
+
+    return jax.device_get(run(params, state, trainer.to_global(batch)))
