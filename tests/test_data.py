@@ -5,8 +5,6 @@ into pytest's tmp_path; expected values are computed from the documented formula
 """
 
 import io
-import os
-import shutil
 import socket
 import struct
 import subprocess
@@ -28,19 +26,24 @@ from lcomp.errors import ConfigError, ImageError
 # ---------------------------------------------------------------------------------------------------------------
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _chunk(kind, payload):
+    """One PNG chunk: length, type, payload, CRC-32."""
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
 def raw_png(width, height, color_type, bit_depth, samples=None, extra_chunks=()):
-    """A minimal PNG (no filtering) built by hand, for layouts Pillow cannot write (16-bit RGB) or lies."""
-
-    def chunk(kind, payload):
-        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-
+    """A minimal PNG (filter type 0, one IDAT) built by hand, for layouts Pillow cannot write (16-bit RGB)
+    and for headers that lie about the image size."""
     header = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
-    parts = [b"\x89PNG\r\n\x1a\n", chunk(b"IHDR", header)]
-    parts += [chunk(kind, payload) for kind, payload in extra_chunks]
+    parts = [PNG_SIGNATURE, _chunk(b"IHDR", header)]
+    parts += [_chunk(kind, payload) for kind, payload in extra_chunks]
     if samples is not None:
         rows = b"".join(b"\x00" + row.tobytes() for row in samples)  # filter type 0 per row
-        parts.append(chunk(b"IDAT", zlib.compress(rows)))
-    parts.append(chunk(b"IEND", b""))
+        parts.append(_chunk(b"IDAT", zlib.compress(rows)))
+    parts.append(_chunk(b"IEND", b""))
     return b"".join(parts)
 
 
@@ -178,6 +181,60 @@ def test_rgb_16bit_png_keeps_low_bytes(tmp_path):
     np.testing.assert_array_equal(loaded, round_div(samples.astype(np.int64), 257))
     # Pillow alone keeps the high byte only, so 200 and 255 would read as 0: this is what the test guards.
     assert np.asarray(Image.open(path))[0, 0, 1] == 0 and loaded[0, 0, 1] == 1
+
+
+def _png_filter_row(kind, row, previous, bytes_per_pixel):
+    """PNG row filters 0-4 (encoder side), so the decoder's unfiltering is exercised on 16-bit data."""
+    row, previous = row.astype(np.int64), previous.astype(np.int64)
+    left = np.concatenate([np.zeros(bytes_per_pixel, np.int64), row[:-bytes_per_pixel]])
+    up_left = np.concatenate([np.zeros(bytes_per_pixel, np.int64), previous[:-bytes_per_pixel]])
+    if kind == 0:
+        predicted = np.zeros_like(row)
+    elif kind == 1:
+        predicted = left
+    elif kind == 2:
+        predicted = previous
+    elif kind == 3:
+        predicted = (left + previous) // 2
+    else:
+        estimate = left + previous - up_left
+        distances = [np.abs(estimate - left), np.abs(estimate - previous), np.abs(estimate - up_left)]
+        predicted = np.where(
+            (distances[0] <= distances[1]) & (distances[0] <= distances[2]),
+            left,
+            np.where(distances[1] <= distances[2], previous, up_left),
+        )
+    return bytes([kind]) + ((row - predicted) % 256).astype(np.uint8).tobytes()
+
+
+def test_rgb_16bit_png_with_every_filter_and_interlacing(tmp_path):
+    """Both decoding passes of the 16-bit path must unfilter identically (Sub/Average/Paeth look at earlier
+    bytes) and handle Adam7 interlacing."""
+    height, width = 11, 13
+    samples = np.random.default_rng(6).integers(0, 65536, (height, width, 3)).astype(">u2")
+    expected = round_div(samples.astype(np.int64), 257)
+
+    rows = [np.frombuffer(row.tobytes(), np.uint8) for row in samples]
+    previous = np.zeros_like(rows[0])
+    filtered = b""
+    for y, row in enumerate(rows):
+        filtered += _png_filter_row(y % 5, row, previous, bytes_per_pixel=6)
+        previous = row
+    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
+    png = PNG_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(filtered))
+    png += _chunk(b"IEND", b"")
+    np.testing.assert_array_equal(data.load_image(png), expected)
+
+    adam7 = [(0, 0, 8, 8), (0, 4, 8, 8), (4, 0, 8, 4), (0, 2, 4, 4), (2, 0, 4, 2), (0, 1, 2, 2), (1, 0, 2, 1)]
+    interlaced = b""
+    for top, left, step_y, step_x in adam7:
+        sub_image = samples[top::step_y, left::step_x]
+        if sub_image.size:
+            interlaced += b"".join(b"\x00" + row.tobytes() for row in sub_image)
+    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 1)
+    png = PNG_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", zlib.compress(interlaced))
+    png += _chunk(b"IEND", b"")
+    np.testing.assert_array_equal(data.load_image(png), expected)
 
 
 def test_rgba_16bit_png_is_composited_with_full_precision(tmp_path):
@@ -459,7 +516,9 @@ def _tiny_tfds_builder_class(tfds):
 
 @pytest.fixture(scope="module")
 def tfds_tiny(tmp_path_factory):
-    tfds = pytest.importorskip("tensorflow_datasets", reason="tensorflow-datasets (optional extra) not installed")
+    tfds = pytest.importorskip(
+        "tensorflow_datasets", reason="tensorflow-datasets (optional extra) not installed", exc_type=ImportError
+    )
     data_dir = tmp_path_factory.mktemp("tfds")
     builder = _tiny_tfds_builder_class(tfds)(data_dir=str(data_dir), file_format="array_record")
     builder.download_and_prepare()
@@ -572,6 +631,7 @@ def test_batches_are_a_pure_function_of_seed_and_step(noise_source):
     second = data.TrainBatches(noise_source, 16, 4, seed=3)
     np.testing.assert_array_equal(first.batch(5)["image"], second.batch(5)["image"])
     np.testing.assert_array_equal(first.batch(5)["image"], first.batch(5)["image"])  # no hidden state
+    np.testing.assert_array_equal(first.batch(np.int64(5))["image"], first.batch(5)["image"])
     assert not np.array_equal(first.batch(5)["image"], first.batch(6)["image"])
     other_seed = data.TrainBatches(noise_source, 16, 4, seed=4)
     assert not np.array_equal(first.batch(5)["image"], other_seed.batch(5)["image"])
