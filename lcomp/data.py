@@ -901,9 +901,12 @@ def _as_int(label: str, value: Any, minimum: int | None = None) -> int:
 
 
 def _compressed_size(patch: np.ndarray) -> int:
-    """Bytes zlib needs for the patch after PNG's "Sub" filter (difference to the left neighbour, mod 256)."""
+    """Bytes zlib needs for the patch after PNG's "Sub" filter (difference to the left neighbour, mod 256).
+
+    zlib's fastest level ranks patches like the default level at a third of the cost (about 3 ms for 256 x 256).
+    """
     filtered = np.diff(patch.astype(np.int16), axis=1, prepend=0).astype(np.uint8)
-    return len(zlib.compress(filtered.tobytes(), 6))
+    return len(zlib.compress(filtered.tobytes(), 1))
 
 
 class _ProducerFailed:
