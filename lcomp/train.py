@@ -20,7 +20,7 @@ import json
 import logging
 import pathlib
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -150,7 +150,11 @@ class Trainer:
         from lcomp import data
 
         cfg = self.config.data
-        source = data.make_source(cfg)
+        spec = source_spec(cfg)
+        kodak = data.kodak_dir().resolve()
+        if spec["source"] == "kodak" or (spec.get("path") and pathlib.Path(spec["path"]).resolve() == kodak):
+            raise ConfigError("Kodak is the evaluation set: never train on it (choose another data.source)")
+        source = data.make_source(spec)
         return data.TrainBatches(
             source,
             patch_size=cfg.patch_size,
@@ -334,6 +338,17 @@ class Trainer:
             while True:
                 yield step, self.batches.batch(step)
                 step += 1
+
+
+def source_spec(data_config) -> dict:
+    """The image-source part of a `data` config section, in the form `lcomp.data.make_source` takes."""
+    spec = {"source": data_config.source}
+    takes = {"folder": ("path",), "embedded": ("split",), "tfds": ("name", "split", "data_dir"), "kodak": ("path",)}
+    for key in takes.get(data_config.source, ()):
+        value = data_config.get(key)
+        if value not in ("", None):
+            spec[key] = value
+    return spec
 
 
 def _mean_metrics(pending: list[dict]) -> dict:
