@@ -412,14 +412,14 @@ def test_finish_reports_leftover_data():
     data, probs, symbols = _encoded_message()
     decoder = SymbolDecoder(data)
     decoder.decode(probs[:100])  # a decoder that expects fewer symbols than the file holds
-    with pytest.raises(BitstreamError, match="continues after"):
+    with pytest.raises(BitstreamError, match="does not end after the last expected symbol"):
         decoder.finish()
     # Trailing garbage: constriction's decoder looks one word ahead, so it reports leftovers from the
     # second extra word on (a single extra word goes unnoticed; the container's lengths and CRC guard
     # against that).
     decoder = SymbolDecoder(data + b"\x01\x00\x00\x00" * 2)
     assert np.array_equal(decoder.decode(probs), symbols)
-    with pytest.raises(BitstreamError, match="continues after"):
+    with pytest.raises(BitstreamError, match="does not end after the last expected symbol"):
         decoder.finish()
 
 

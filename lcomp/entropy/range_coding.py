@@ -15,17 +15,20 @@ sum(p)``, i.e. one unit per symbol plus a share of the rest. We pass ``p = freqs
 
 Behaviour on bad data (constriction 0.5)
 ----------------------------------------
-- A range decoder reads past the end of its data as if it were followed by zero words; it does not
-  notice truncation. The container's part lengths and CRC catch truncation instead.
+- A range decoder reads past the end of its data as if it were followed by zero words, without an
+  error; truncation shows up only at :meth:`SymbolDecoder.finish` (usually) and in the container's part
+  lengths and CRC (always).
 - On garbage, or when asked for more symbols than were encoded, constriction either returns arbitrary
   symbols or raises ``AssertionError("Tried to decode from compressed data that is invalid ...")`` once
   its state becomes impossible. We raise :class:`BitstreamError` for the latter.
 - Rust panics surface as ``pyo3_runtime.PanicException``, which derives from ``BaseException``; they
   are caught explicitly and become :class:`BitstreamError` as well.
-- :meth:`SymbolDecoder.finish` reports leftover data (a stream longer than what the decoder consumed)
-  as :class:`BitstreamError`. constriction's decoder holds one word of lookahead and an encoder may end a
-  stream without its last, implied word, so a single extra word at the end goes unnoticed; two or more
-  are reported.
+- :meth:`SymbolDecoder.finish` uses constriction's end-of-stream check: after the last expected symbol,
+  all words must have been read and the decoder's point must lie within ``2**33`` of the lower end of its
+  final interval, where the encoder sealed the stream. Damaged data (a flipped bit changes every later
+  symbol) almost never passes; leftover data of two or more words fails (in every case we tried). One
+  extra word at the end can pass: the decoder reads one word ahead, and that word is within the
+  tolerance.
 """
 
 from __future__ import annotations
@@ -196,12 +199,15 @@ class SymbolDecoder:
         return np.asarray(symbols, dtype=np.int32)
 
     def finish(self) -> None:
-        """Check that the stream holds no data beyond what was decoded; raise BitstreamError if it does.
+        """Check that the stream ends where the decoded symbols say it should; BitstreamError if not.
 
-        The range coder cannot always tell where a stream ends: a single extra word at the end goes
-        unnoticed (see the module docstring); the container's part lengths and CRC cover the rest.
+        Call it after the last decode call. It catches leftover data and, with high probability, damaged
+        data (details in the module docstring); the container's CRC covers what it cannot see.
         """
         with _coder_errors_as(BitstreamError, "corrupt range-coded data"):
             exhausted = self._decoder.maybe_exhausted()
         if not exhausted:
-            raise BitstreamError("range-coded data continues after the last symbol the decoder expected")
+            raise BitstreamError(
+                "range-coded data does not end after the last expected symbol (damaged, or made with"
+                " other probabilities)"
+            )
