@@ -6,7 +6,6 @@ import pytest
 
 from lcomp.entropy import (
     CODER_PRECISION,
-    DEFAULT_PRECISION,
     EntropyCodingError,
     SymbolDecoder,
     SymbolEncoder,

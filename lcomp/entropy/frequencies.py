@@ -64,7 +64,7 @@ def quantize_pmf(probs, precision: int = DEFAULT_PRECISION) -> np.ndarray:
     if table.ndim != 2:
         raise EntropyCodingError(f"probabilities must have shape (n, K), got shape {table.shape}")
     if not (np.issubdtype(table.dtype, np.floating) or np.issubdtype(table.dtype, np.integer)):
-        raise EntropyCodingError(f"probabilities must be floats, got dtype {table.dtype}")
+        raise EntropyCodingError(f"probabilities must be a float or integer array, got dtype {table.dtype}")
     num_rows, num_symbols = table.shape
     total = 1 << precision
     if num_symbols < 2:
@@ -103,7 +103,7 @@ def quantize_pmf(probs, precision: int = DEFAULT_PRECISION) -> np.ndarray:
     # Rank entries by remainder, largest first; the stable sort keeps lower indices first among equals.
     order = np.argsort(-remainders, axis=1, kind="stable")
     rank = np.empty_like(order)
-    np.put_along_axis(rank, order, np.arange(num_symbols)[None, :].repeat(num_rows, axis=0), axis=1)
+    np.put_along_axis(rank, order, np.arange(num_symbols)[None, :], axis=1)
     freqs += rank < leftover[:, None]
 
     if np.any(freqs.sum(axis=1) != total) or np.any(freqs < 1):  # guards the bound argued above
@@ -155,12 +155,12 @@ def code_length_bits(symbols, freqs, precision: int = DEFAULT_PRECISION) -> floa
       freqs: ``(n, K)`` table from :func:`quantize_pmf` with the same ``precision``.
     """
     table = check_freqs(freqs, precision)
-    flat = _check_symbols(symbols, table.shape[0], table.shape[1])
+    flat = check_symbols(symbols, table.shape[0], table.shape[1])
     chosen = table[np.arange(table.shape[0]), flat].astype(np.float64)
     return float(np.sum(precision - np.log2(chosen)))
 
 
-def _check_symbols(symbols, num_rows: int, num_symbols: int) -> np.ndarray:
+def check_symbols(symbols, num_rows: int, num_symbols: int) -> np.ndarray:
     """Flatten ``symbols`` to int32 after checking its size, dtype and range."""
     array = np.asarray(symbols)
     if not (np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_):

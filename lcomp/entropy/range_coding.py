@@ -41,7 +41,7 @@ import numpy as np
 from lcomp.entropy.frequencies import (
     DEFAULT_PRECISION,
     EntropyCodingError,
-    _check_symbols,
+    check_symbols,
     binary_pmf,
     check_freqs,
     check_precision,
@@ -132,7 +132,7 @@ class SymbolEncoder:
                 f"symbols have shape {symbol_array.shape} but the table has shape {leading_shape + table.shape[1:]};"
                 " the table must have shape symbols.shape + (K,)"
             )
-        flat = _check_symbols(symbol_array, table.shape[0], table.shape[1])
+        flat = check_symbols(symbol_array, table.shape[0], table.shape[1])
         self._encode_rows(flat, table)
 
     def encode_bits(self, bits, p_one) -> None:
@@ -142,7 +142,7 @@ class SymbolEncoder:
         if bit_array.shape != p_array.shape:
             raise EntropyCodingError(f"bits have shape {bit_array.shape} but p_one has shape {p_array.shape}")
         table = quantize_pmf(binary_pmf(p_array), self.precision)
-        flat = _check_symbols(bit_array, table.shape[0], 2)
+        flat = check_symbols(bit_array, table.shape[0], 2)
         self._encode_rows(flat, table)
 
     def _encode_rows(self, flat_symbols: np.ndarray, table: np.ndarray) -> None:
