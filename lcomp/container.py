@@ -141,7 +141,13 @@ class Container:
     def __post_init__(self):
         if not isinstance(self.header, Header):
             raise BitstreamError(f"header must be a Header, got {type(self.header).__name__}")
-        parts = tuple((name, bytes(payload)) for name, payload in self.parts)
+        parts = []
+        for entry in self.parts:
+            is_pair = isinstance(entry, tuple) and len(entry) == 2
+            if not is_pair or not isinstance(entry[1], (bytes, bytearray, memoryview)):
+                raise BitstreamError(f"each part must be a (name, bytes) pair, got {entry!r:.80}")
+            parts.append((entry[0], bytes(entry[1])))
+        parts = tuple(parts)
         if len(parts) > MAX_PARTS:
             raise BitstreamError(f"a file holds at most {MAX_PARTS} parts, got {len(parts)}")
         seen = set()

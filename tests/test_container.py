@@ -209,6 +209,10 @@ def test_pack_rejects_what_unpack_would_reject():
         Container(header, (("a", b""), ("a", b"x")))
     with pytest.raises(BitstreamError, match="part name"):
         Container(header, (("", b""),))
+    with pytest.raises(BitstreamError, match=r"\(name, bytes\) pair"):
+        Container(header, (("a", "text"),))
+    with pytest.raises(BitstreamError, match=r"\(name, bytes\) pair"):
+        Container(header, (("a", b"", b""),))
     with pytest.raises(BitstreamError, match="at most 4096 parts"):
         Container(header, tuple((f"p{i}", b"") for i in range(MAX_PARTS + 1)))
 
