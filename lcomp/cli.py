@@ -129,7 +129,7 @@ def cmd_info(args, overrides) -> int:
     print(f"settings    {json.dumps(info['settings'], sort_keys=True)}")
     print(f"total       {info['total_bytes']} bytes = {8 * info['total_bytes'] / pixels:.4f} bpp")
     print(f"header      {info['header_bytes']} bytes (incl. CRC)")
-    for name, size in info["parts"].items():
+    for name, size in info["part_bytes"].items():
         print(f"  part {name:<12} {size:>9} bytes  {8 * size / pixels:.4f} bpp")
     return 0
 

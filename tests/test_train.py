@@ -112,7 +112,7 @@ def test_compress_decompress_bit_exact_and_rate_is_file_size(tmp_path):
     assert 8 * len(data) == pytest.approx(bpp * 37 * 53)
     # The payload is within a few words of the model's estimate.
     estimate = model.codec.estimate_bits(model.variables, image)
-    payload_bits = 8 * sum(info["parts"].values())
+    payload_bits = 8 * sum(info["part_bytes"].values())
     assert estimate <= payload_bits <= estimate * 1.01 + 64
 
 
