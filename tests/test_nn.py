@@ -1,0 +1,260 @@
+"""Tests for lcomp.nn: conv-RNN cells against their equations, masked-conv causality, blocks."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from lcomp.nn import (
+    ConvGRUCell,
+    ConvLSTMCell,
+    MaskedConv2D,
+    MaskedConv3D,
+    ResidualBlock,
+    SubpixelUpsample,
+    depth_to_space,
+    raster_mask,
+    space_to_depth,
+)
+
+
+def _conv(x, kernel, stride=1):
+    return lax.conv_general_dilated(
+        x, kernel, (stride, stride), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        precision=lax.Precision.HIGHEST,
+    )
+
+
+def _random_like(key, tree, scale=0.5):
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    keys = jax.random.split(key, len(leaves))
+    return jax.tree_util.tree_unflatten(
+        treedef, [scale * jax.random.normal(k, leaf.shape, leaf.dtype) for k, leaf in zip(keys, leaves)]
+    )
+
+
+# ----------------------------------------------------------------------------------------------------
+# Conv-GRU / conv-LSTM
+
+
+@pytest.mark.parametrize("stride,hidden_kernel", [(1, (1, 1)), (2, (1, 1)), (2, (3, 3))])
+def test_conv_gru_matches_t17_equations(stride, hidden_kernel):
+    """The fused cell computes z, r and the candidate exactly as T17 eqs. 11-13 (spec 4.2)."""
+    features = 5
+    cell = ConvGRUCell(features, input_kernel_size=(3, 3), hidden_kernel_size=hidden_kernel, strides=stride)
+    x = jax.random.normal(jax.random.key(0), (2, 8, 6, 3))
+    h = cell.initialize_carry(None, x.shape)
+    assert h.shape == (2, 8 // stride, 6 // stride, features)
+    h = jax.random.normal(jax.random.key(1), h.shape)  # a non-zero previous state
+    params = cell.init(jax.random.key(2), h, x)["params"]
+    assert set(params) == {"input_conv", "hidden_gate_conv", "hidden_candidate_conv"}
+    assert all(set(p) == {"kernel"} for p in params.values()), "no bias by default"
+    assert params["input_conv"]["kernel"].shape == (3, 3, 3, 3 * features)
+    assert params["hidden_gate_conv"]["kernel"].shape == (*hidden_kernel, features, 2 * features)
+    assert params["hidden_candidate_conv"]["kernel"].shape == (*hidden_kernel, features, features)
+
+    new_h, out = cell.apply({"params": params}, h, x)
+
+    w_z, w_r, w = jnp.split(params["input_conv"]["kernel"], 3, axis=-1)
+    u_z, u_r = jnp.split(params["hidden_gate_conv"]["kernel"], 2, axis=-1)
+    u = params["hidden_candidate_conv"]["kernel"]
+    z = jax.nn.sigmoid(_conv(x, w_z, stride) + _conv(h, u_z))
+    r = jax.nn.sigmoid(_conv(x, w_r, stride) + _conv(h, u_r))
+    expected = (1 - z) * h + z * jnp.tanh(_conv(x, w, stride) + _conv(r * h, u))
+    np.testing.assert_allclose(new_h, expected, atol=2e-5)
+    np.testing.assert_array_equal(out, new_h)
+
+
+def test_conv_gru_bias_and_residual_output():
+    cell = ConvGRUCell(4, strides=2, use_bias=True, residual_output=True)
+    x = jax.random.normal(jax.random.key(0), (1, 8, 8, 3))
+    h = jax.random.normal(jax.random.key(1), (1, 4, 4, 4))
+    variables = cell.init(jax.random.key(2), h, x)
+    params = _random_like(jax.random.key(3), variables["params"])
+    assert "bias" in params["input_conv"]
+    proj = params["residual_projection"]["kernel"]
+    assert proj.shape == (1, 1, 3, 4)
+    new_h, out = cell.apply({"params": params}, h, x)
+    plain = ConvGRUCell(4, strides=2, use_bias=True)
+    params_plain = {k: v for k, v in params.items() if k != "residual_projection"}
+    new_h_plain, _ = plain.apply({"params": params_plain}, h, x)
+    np.testing.assert_allclose(new_h, new_h_plain, atol=1e-6)  # the carry is the plain GRU state
+    expected_out = new_h + _conv(x, proj, 2) + params["residual_projection"]["bias"]
+    np.testing.assert_allclose(out, expected_out, atol=1e-5)
+
+
+@pytest.mark.parametrize("stride,hidden_kernel", [(1, (3, 3)), (2, (1, 1))])
+def test_conv_lstm_matches_equations(stride, hidden_kernel):
+    features = 4
+    cell = ConvLSTMCell(features, hidden_kernel_size=hidden_kernel, strides=stride, forget_bias=1.0)
+    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
+    c0, h0 = cell.initialize_carry(None, x.shape)
+    assert c0.shape == h0.shape == (2, 8 // stride, 8 // stride, features)
+    c = jax.random.normal(jax.random.key(1), c0.shape)
+    h = jax.random.normal(jax.random.key(2), h0.shape)
+    params = cell.init(jax.random.key(3), (c, h), x)["params"]
+    assert params["hidden_conv"]["kernel"].shape == (*hidden_kernel, features, 4 * features)
+    (new_c, new_h), out = cell.apply({"params": params}, (c, h), x)
+    gates = _conv(x, params["input_conv"]["kernel"], stride) + _conv(h, params["hidden_conv"]["kernel"])
+    i, f, j, o = jnp.split(gates, 4, axis=-1)
+    expected_c = jax.nn.sigmoid(f + 1.0) * c + jax.nn.sigmoid(i) * jnp.tanh(j)
+    expected_h = jax.nn.sigmoid(o) * jnp.tanh(expected_c)
+    np.testing.assert_allclose(new_c, expected_c, atol=2e-5)
+    np.testing.assert_allclose(new_h, expected_h, atol=2e-5)
+    np.testing.assert_array_equal(out, new_h)
+
+
+def test_cell_state_helpers_and_odd_sizes():
+    cell = ConvGRUCell(6, strides=2)
+    assert cell.output_resolution(9, 7) == (5, 4)  # 'SAME': ceil(size / stride)
+    assert cell.initial_state(3, 5, 4).shape == (3, 5, 4, 6)
+    x = jnp.ones((1, 9, 7, 2))
+    h = cell.initialize_carry(None, x.shape)
+    params = cell.init(jax.random.key(0), h, x)
+    new_h, _ = cell.apply(params, h, x)
+    assert new_h.shape == (1, 5, 4, 6)
+    lstm = ConvLSTMCell(3)
+    c, h = lstm.initial_state(2, 4, 4)
+    assert c.shape == h.shape == (2, 4, 4, 3) and not jnp.any(c) and not jnp.any(h)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Masked convolutions
+
+
+def _dependency(fn, x):
+    """Boolean [out position..., in position...] map: does output (all channels) depend on input?"""
+    jac = jax.jacrev(fn)(x)  # out.shape + x.shape
+    out_rank = fn(x).ndim
+    # Reduce over batch and channel axes of both sides.
+    jac = jnp.abs(jac)
+    jac = jac.sum(axis=(0, out_rank - 1))  # out batch and out channel
+    return np.asarray(jac.sum(axis=(jac.ndim - x.ndim, jac.ndim - 1)) > 0)
+
+
+@pytest.mark.parametrize("mask_type", ["A", "B"])
+@pytest.mark.parametrize("kernel_size", [(3, 3), (5, 5), (1, 3)])
+def test_masked_conv2d_depends_exactly_on_raster_past(mask_type, kernel_size):
+    H, W = 5, 6
+    layer = MaskedConv2D(3, kernel_size=kernel_size, mask_type=mask_type)
+    x = jax.random.normal(jax.random.key(0), (1, H, W, 2))
+    params = layer.init(jax.random.key(1), x)
+    dep = _dependency(lambda v: layer.apply(params, v), x)
+    kh, kw = kernel_size
+    for (i, j), (a, b) in itertools.product(itertools.product(range(H), range(W)), repeat=2):
+        in_window = abs(a - i) <= kh // 2 and abs(b - j) <= kw // 2
+        before = (a, b) < (i, j) or (mask_type == "B" and (a, b) == (i, j))
+        assert dep[i, j, a, b] == (in_window and before), (i, j, a, b)
+
+
+def test_masked_conv2d_stack_is_strictly_causal_and_masked_weights_get_no_gradient():
+    first = MaskedConv2D(4, mask_type="A")
+    second = MaskedConv2D(2, kernel_size=(3, 3), mask_type="B")
+    x = jax.random.normal(jax.random.key(0), (1, 5, 5, 1))
+    p1 = first.init(jax.random.key(1), x)
+    p2 = second.init(jax.random.key(2), first.apply(p1, x))
+    fn = lambda v: second.apply(p2, jax.nn.relu(first.apply(p1, v)))
+    dep = _dependency(fn, x)
+    for i, j, a, b in itertools.product(range(5), repeat=4):
+        if (a, b) >= (i, j):
+            assert not dep[i, j, a, b]
+    grad = jax.grad(lambda p: jnp.sum(first.apply(p, x) ** 2))(p1)["params"]["kernel"]
+    mask = first.mask()
+    assert np.all(np.asarray(grad)[mask == 0] == 0)
+    assert np.all(np.abs(np.asarray(grad)[mask == 1]) > 0)
+
+
+def test_mentzer_3d_masks_match_spec():
+    mask_a = raster_mask((2, 3, 3), (1, 1, 1), include_centre=False)
+    mask_b = raster_mask((2, 3, 3), (1, 1, 1), include_centre=True)
+    expected_current_a = np.array([[1, 1, 1], [1, 0, 0], [0, 0, 0]], np.float32)
+    np.testing.assert_array_equal(mask_a[0], np.ones((3, 3)))  # previous channel fully visible
+    np.testing.assert_array_equal(mask_a[1], expected_current_a)
+    expected_current_b = expected_current_a.copy()
+    expected_current_b[1, 1] = 1
+    np.testing.assert_array_equal(mask_b[1], expected_current_b)
+    assert mask_a.sum() == 13 and mask_b.sum() == 14  # thesis: flat index < 14 / <= 14 of 27 (1-based)
+    np.testing.assert_array_equal(MaskedConv3D(1, mask_type="A").mask(), mask_a)
+
+
+@pytest.mark.parametrize("mask_type", ["A", "B"])
+def test_masked_conv3d_depends_exactly_on_raster_past(mask_type):
+    D, H, W = 3, 4, 4
+    layer = MaskedConv3D(2, kernel_size=(2, 3, 3), mask_type=mask_type, padding="CAUSAL")
+    x = jax.random.normal(jax.random.key(0), (1, D, H, W, 1))
+    params = layer.init(jax.random.key(1), x)
+    out = layer.apply(params, x)
+    assert out.shape == (1, D, H, W, 2)
+    dep = _dependency(lambda v: layer.apply(params, v), x)
+    positions = list(itertools.product(range(D), range(H), range(W)))
+    for q, p in itertools.product(positions, repeat=2):
+        in_window = q[0] - 1 <= p[0] <= q[0] and abs(p[1] - q[1]) <= 1 and abs(p[2] - q[2]) <= 1
+        before = p < q or (mask_type == "B" and p == q)
+        assert dep[q + p] == (in_window and before), (q, p)
+
+
+def test_masked_conv3d_valid_padding_shape():
+    layer = MaskedConv3D(5, mask_type="B")  # Mentzer: VALID, caller pads
+    x = jnp.ones((2, 6, 7, 8, 3))
+    params = layer.init(jax.random.key(0), x)
+    assert layer.apply(params, x).shape == (2, 5, 5, 6, 5)
+
+
+def test_mask_type_is_validated():
+    layer = MaskedConv2D(1, mask_type="C")
+    with pytest.raises(ValueError):
+        layer.init(jax.random.key(0), jnp.ones((1, 3, 3, 1)))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Blocks
+
+
+def test_depth_to_space_tensorflow_channel_order():
+    n, h, w, b, c = 2, 3, 4, 2, 5
+    x = np.random.default_rng(0).normal(size=(n, h, w, b * b * c)).astype(np.float32)
+    y = np.asarray(depth_to_space(jnp.asarray(x), b))
+    assert y.shape == (n, h * b, w * b, c)
+    for hh, ww, i, j in itertools.product(range(h), range(w), range(b), range(b)):
+        np.testing.assert_array_equal(y[:, hh * b + i, ww * b + j, :], x[:, hh, ww, (i * b + j) * c:(i * b + j + 1) * c])
+
+
+@pytest.mark.parametrize("block", [2, 3])
+def test_space_to_depth_is_exact_inverse(block):
+    x = jax.random.normal(jax.random.key(0), (2, 6, 12, block * block * 2))
+    np.testing.assert_array_equal(depth_to_space(space_to_depth(x, block), block), x)
+    np.testing.assert_array_equal(space_to_depth(depth_to_space(x, block), block), x)
+    with pytest.raises(ValueError):
+        space_to_depth(jnp.ones((1, 5, 6, 1)), 2)
+    with pytest.raises(ValueError):
+        depth_to_space(jnp.ones((1, 2, 2, 3)), 2)
+
+
+def test_residual_block_variants():
+    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 4))
+    block = ResidualBlock(hidden_features=6)
+    params = block.init(jax.random.key(1), x)
+    y = block.apply(params, x)
+    assert y.shape == x.shape
+    # Zeroing the second convolution leaves exactly the skip connection.
+    zeroed = jax.tree_util.tree_map(jnp.zeros_like, params)
+    np.testing.assert_array_equal(block.apply(zeroed, x), x)
+    li = ResidualBlock(activation_before_add=True, activation_after_add=True)
+    assert np.all(np.asarray(li.apply(li.init(jax.random.key(2), x), x)) >= 0)
+    bn = ResidualBlock(use_batch_norm=True)
+    variables = bn.init(jax.random.key(3), x)
+    y, updates = bn.apply(variables, x, train=True, mutable=["batch_stats"])
+    assert y.shape == x.shape and "batch_stats" in updates
+    with pytest.raises(ValueError):
+        ResidualBlock(features=3).init(jax.random.key(4), x)
+
+
+def test_subpixel_upsample():
+    layer = SubpixelUpsample(3, factor=2)
+    x = jnp.ones((1, 4, 5, 7))
+    params = layer.init(jax.random.key(0), x)
+    assert params["params"]["Conv_0"]["kernel"].shape == (3, 3, 7, 12)
+    assert layer.apply(params, x).shape == (1, 8, 10, 3)
