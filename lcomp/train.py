@@ -201,7 +201,7 @@ class Trainer:
                 grads[g], train_state["opt_state"][g], train_state["params"][g]
             )
             new_params[g] = optax.apply_updates(train_state["params"][g], updates)
-            grad_norm = optax.global_norm(grads[g])
+            grad_norm = optax.tree.norm(grads[g])
             metrics[f"grad_norm/{g}"] = grad_norm
             finite &= jnp.isfinite(grad_norm)
         metrics["loss"] = loss
