@@ -48,7 +48,7 @@ class Curve:
 
     def describe(self) -> str:
         """A plot/table label stating method, rate kind, aggregation, data set and colour."""
-        rate = "raw bpp" if self.rate_kind == "raw" else "published bpp"
+        rate = "raw bpp" if self.rate_kind == "raw" else "bpp as published"
         return f"{self.label} [{rate}, rule {self.aggregation}, {self.dataset}, {self.colour.upper()}] (published)"
 
 
