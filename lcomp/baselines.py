@@ -17,6 +17,7 @@ install command when their package is missing.
 from __future__ import annotations
 
 import abc
+import functools
 import importlib
 import io
 import re
@@ -227,6 +228,11 @@ class Avif444(_OneKnobCodec):
         return _save_with_pillow(image, "AVIF", quality=int(value), subsampling="4:4:4", speed=self.speed)
 
 
+@functools.cache
+def _register_heif_opener(pillow_heif) -> None:
+    pillow_heif.register_heif_opener()  # lets Pillow read and write HEIF; once per process is enough
+
+
 class Hevc444(_OneKnobCodec):
     """HEVC intra in a HEIF file (x265 through pillow-heif), 4:4:4: the stand-in for BPG.
 
@@ -241,7 +247,7 @@ class Hevc444(_OneKnobCodec):
 
     def _heif(self):
         pillow_heif = _import_extra("pillow_heif", self.name)
-        pillow_heif.register_heif_opener()
+        _register_heif_opener(pillow_heif)
         return pillow_heif
 
     @property

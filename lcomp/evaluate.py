@@ -15,7 +15,8 @@ rule **B** interpolates each image's curve linearly on a common bpp grid (``lins
 Mentzer et al.), without extrapolation, and averages the grid points covered by (more than 99 % of) all
 images.
 
-Output folder: ``per_image.jsonl`` (one record per image and setting), ``rd_by_setting.csv`` (rule A),
+Output folder: ``per_image.jsonl`` (one record per image and setting; an infinite PSNR of a lossless
+result is written as ``Infinity``, which Python's ``json`` reads back), ``rd_by_setting.csv`` (rule A),
 ``rd_by_bpp_grid.csv`` (rule B), ``summary.md`` and ``meta.json`` (what was run, on what, with which
 versions). ``load_results(folder)`` reads it back for plots and BD-rate tables.
 """
@@ -592,6 +593,8 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
 def run_eval(args: argparse.Namespace) -> int:
     codec = resolve_codec(args.codec, args.checkpoint)
     images = args.images if args.images is not None else default_images_dir()
+    if args.images is None and not images.is_dir():
+        raise ImageError(f"the Kodak images are not at {images}; set LCOMP_KODAK or pass --images DIR")
     aggregate = tuple(a.strip() for a in str(args.aggregate).split(",") if a.strip())
     results = evaluate_codec(
         codec,
