@@ -128,7 +128,7 @@ class LearnedCodecAdapter(RateDistortionCodec):
 
     @property
     def label(self) -> str:
-        return self._label or f"{self.codec.name} (lcomp learned codec, RGB, lcomp container file)"
+        return self._label or f"{self.codec.name} (lcomp {lcomp.__version__} learned codec, RGB, lcomp container file)"
 
     def settings(self) -> list[dict[str, Any]]:
         return list(self.codec.operating_points())
