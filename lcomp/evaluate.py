@@ -1,0 +1,610 @@
+"""Rate-distortion evaluation of any codec on a folder of images, on real files.
+
+For every image and every setting of the codec's sweep the image is encoded to a complete file, the file is
+decoded, and the decoded uint8 image is compared with the original:
+
+* rate: **real** bpp = ``8 * len(file) / (H * W)`` (the whole file, header included), next to the model's
+  **estimated** bpp for learned codecs and the header bytes where the container tells them;
+* distortion: PSNR, PSNR-Y, MS-SSIM and MS-SSIM dB (``lcomp.metrics``);
+* time: encode and decode wall time, after one untimed warm-up per image shape and setting (so JIT
+  compilation is not counted).
+
+Aggregation (evaluation spec, section 4): rule **A** averages over the images at each fixed setting (mean
+bpp; mean of per-image PSNR with infinite values excluded and counted; linear mean of MS-SSIM, then dB);
+rule **B** interpolates each image's curve linearly on a common bpp grid (``linspace(0.1, 1.4, 50)`` as in
+Mentzer et al.), without extrapolation, and averages the grid points covered by (more than 99 % of) all
+images.
+
+Output folder: ``per_image.jsonl`` (one record per image and setting; an infinite PSNR of a lossless
+result is written as ``Infinity``, which Python's ``json`` reads back), ``rd_by_setting.csv`` (rule A),
+``rd_by_bpp_grid.csv`` (rule B), ``summary.md`` and ``meta.json`` (what was run, on what, with which
+versions). ``load_results(folder)`` reads it back for plots and BD-rate tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import datetime
+import hashlib
+import json
+import math
+import os
+import platform
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+import lcomp
+from lcomp.baselines import RateDistortionCodec, baseline_names, get_baseline
+from lcomp.errors import BitstreamError, ConfigError, ImageError, LcompError
+from lcomp.metrics import MS_SSIM_MIN_SIDE, ms_ssim, ms_ssim_to_db, psnr, psnr_y
+
+IMAGE_SUFFIXES = (".png", ".ppm", ".pgm", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg", ".webp")
+#: Mentzer et al.'s grid for rule B.
+DEFAULT_BPP_GRID = np.linspace(0.1, 1.4, 50)
+#: Rule B keeps a grid point when more than this fraction of the images cover it (as Mentzer et al.).
+GRID_COVERAGE = 0.99
+AGGREGATIONS = ("A", "B")
+
+PER_IMAGE_FILE = "per_image.jsonl"
+BY_SETTING_FILE = "rd_by_setting.csv"
+BY_GRID_FILE = "rd_by_bpp_grid.csv"
+SUMMARY_FILE = "summary.md"
+META_FILE = "meta.json"
+
+BY_SETTING_COLUMNS = (
+    "codec", "setting", "n_images", "bpp", "bpp_estimated", "header_bytes", "psnr", "psnr_y", "ms_ssim",
+    "ms_ssim_db", "n_psnr_inf", "encode_s", "decode_s",
+)  # fmt: skip
+BY_GRID_COLUMNS = ("codec", "bpp", "n_images", "psnr", "psnr_y", "ms_ssim", "ms_ssim_db")
+
+
+# --- images --------------------------------------------------------------------------------------------------
+
+
+def default_images_dir() -> Path:
+    """The Kodak folder: ``$LCOMP_KODAK``, else ``../shared/data/kodak`` next to the project checkout."""
+    if os.environ.get("LCOMP_KODAK"):
+        return Path(os.environ["LCOMP_KODAK"]).expanduser()
+    return Path(lcomp.__file__).resolve().parents[1].parent / "shared" / "data" / "kodak"
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ImageError(f"image folder {folder} does not exist")
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not paths:
+        raise ImageError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
+    return paths
+
+
+def _read_image(path: Path) -> np.ndarray:
+    # Plain decode to 8-bit RGB; never apply the PNG gAMA chunk (spec 1.1). To be replaced by lcomp.data.
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("RGB"))
+    except OSError as exc:
+        raise ImageError(f"cannot read image {path}: {exc}") from exc
+
+
+def verify_checksums(paths: Sequence[Path]) -> bool:
+    """Checks images against a ``SHA256SUMS`` file in their folder; False when there is none to check."""
+    sums_file = paths[0].parent / "SHA256SUMS" if paths else None
+    if sums_file is None or not sums_file.is_file():
+        return False
+    expected = {}
+    for line in sums_file.read_text().splitlines():
+        if line.strip():
+            digest, name = line.split(maxsplit=1)
+            expected[name.lstrip("*")] = digest
+    for path in paths:
+        if path.name not in expected:
+            raise ImageError(f"{path.name} is not listed in {sums_file}")
+        if hashlib.sha256(path.read_bytes()).hexdigest() != expected[path.name]:
+            raise ImageError(f"{path} does not match its SHA-256 in {sums_file}: the test image was altered")
+    return True
+
+
+# --- learned codecs ------------------------------------------------------------------------------------------
+
+
+class LearnedCodecAdapter(RateDistortionCodec):
+    """Presents an lcomp ``Codec`` (``lcomp.codecs.base``) plus its variables as a rate-distortion codec."""
+
+    def __init__(self, codec, variables, label: str | None = None):
+        self.codec = codec
+        self.variables = variables
+        self.name = codec.name
+        self._label = label
+
+    @property
+    def label(self) -> str:
+        return self._label or f"{self.codec.name} (lcomp {lcomp.__version__} learned codec, RGB, lcomp container file)"
+
+    def settings(self) -> list[dict[str, Any]]:
+        return list(self.codec.operating_points())
+
+    def encode(self, image: np.ndarray, **setting) -> bytes:
+        return self.codec.compress(self.variables, image, **setting)
+
+    def decode(self, data: bytes) -> np.ndarray:
+        return self.codec.decompress(self.variables, data)
+
+    def estimate_bits(self, image: np.ndarray, **setting) -> float | None:
+        return float(self.codec.estimate_bits(self.variables, image, **setting))
+
+    def header_bytes(self, data: bytes) -> int | None:
+        return container_header_bytes(data)
+
+
+def container_header_bytes(data: bytes) -> int | None:
+    """Header size of an lcomp container file via ``lcomp.container.describe``; None where unavailable."""
+    try:
+        from lcomp.container import describe
+    except ImportError:
+        return None
+    try:
+        info = describe(data)
+    except LcompError:
+        return None  # not an lcomp container (e.g. a test codec's own format)
+    for key in ("header_bytes", "header_size"):
+        value = info.get(key) if isinstance(info, Mapping) else getattr(info, key, None)
+        if value is not None:
+            return int(value)
+    return None
+
+
+def resolve_codec(name: str | None = None, checkpoint: str | Path | None = None) -> RateDistortionCodec:
+    """A classical codec by name, a shipped learned model by name, or a trained model from a checkpoint."""
+    if checkpoint is None and name in baseline_names():
+        return get_baseline(name)
+    if checkpoint is None and not name:
+        raise ConfigError("give a codec name (--codec) or a trained model (--checkpoint)")
+    try:
+        from lcomp import models
+    except ImportError as exc:
+        raise ConfigError(
+            f"learned codecs are loaded through lcomp.models, which this installation lacks ({exc}); "
+            f"classical codecs: {', '.join(baseline_names())}"
+        ) from exc
+    codec, variables = models.load_model(checkpoint) if checkpoint is not None else models.load_shipped(name)
+    return LearnedCodecAdapter(codec, variables)
+
+
+# --- evaluation ----------------------------------------------------------------------------------------------
+
+
+def setting_id(setting: Mapping[str, Any]) -> str:
+    """A stable text form of a setting, e.g. ``quality=50`` or ``default``."""
+    return ",".join(f"{k}={setting[k]}" for k in sorted(setting)) or "default"
+
+
+@jax.jit
+def _image_metrics(original, decoded):
+    return psnr(original, decoded), psnr_y(original, decoded)
+
+
+_ms_ssim = jax.jit(ms_ssim)
+
+
+def _measure(original: np.ndarray, decoded: np.ndarray) -> dict[str, float | None]:
+    value_psnr, value_psnr_y = (float(v) for v in _image_metrics(original, decoded))
+    result = {"psnr": value_psnr, "psnr_y": value_psnr_y, "ms_ssim": None, "ms_ssim_db": None}
+    if min(original.shape[:2]) >= MS_SSIM_MIN_SIDE:  # smaller images have no MS-SSIM (no shrinking window)
+        value = float(_ms_ssim(original, decoded))
+        result.update(ms_ssim=value, ms_ssim_db=float(ms_ssim_to_db(value)))
+    return result
+
+
+def _finite_mean(values) -> float | None:
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.mean(values)) if values else None
+
+
+def aggregate_by_setting(records: Sequence[Mapping[str, Any]], codec: str) -> list[dict[str, Any]]:
+    """Rule A: one row per setting (in sweep order), means over the images."""
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for record in records:
+        groups.setdefault(record["setting_id"], []).append(record)
+    rows = []
+    for sid, group in groups.items():
+        ms = [r["ms_ssim"] for r in group]
+        mean_ms = None if any(v is None for v in ms) else float(np.mean(ms))
+        estimated = [r["bpp_estimated"] for r in group]
+        headers = [r["header_bytes"] for r in group]
+        rows.append(
+            {
+                "codec": codec,
+                "setting": sid,
+                "n_images": len(group),
+                "bpp": float(np.mean([r["bpp"] for r in group])),
+                "bpp_estimated": None if None in estimated else float(np.mean(estimated)),
+                "header_bytes": None if None in headers else float(np.mean(headers)),
+                "psnr": _finite_mean(r["psnr"] for r in group),
+                "psnr_y": _finite_mean(r["psnr_y"] for r in group),
+                "ms_ssim": mean_ms,
+                "ms_ssim_db": None if mean_ms is None else float(ms_ssim_to_db(mean_ms)),
+                "n_psnr_inf": sum(1 for r in group if math.isinf(r["psnr"])),
+                "encode_s": float(np.mean([r["encode_s"] for r in group])),
+                "decode_s": float(np.mean([r["decode_s"] for r in group])),
+            }
+        )
+    return rows
+
+
+def aggregate_on_bpp_grid(
+    records: Sequence[Mapping[str, Any]], codec: str, grid: Sequence[float] = DEFAULT_BPP_GRID
+) -> list[dict[str, Any]]:
+    """Rule B: per-image linear interpolation on ``grid`` (no extrapolation), then the mean per grid point."""
+    grid = np.asarray(grid, dtype=np.float64)
+    by_image: dict[str, list[Mapping[str, Any]]] = {}
+    for record in records:
+        by_image.setdefault(record["image"], []).append(record)
+    metrics = ("psnr", "psnr_y", "ms_ssim")
+    sums = {m: np.zeros_like(grid) for m in metrics}
+    counts = {m: np.zeros(grid.shape, np.int64) for m in metrics}
+    for group in by_image.values():
+        bpp = np.array([r["bpp"] for r in group])
+        for m in metrics:
+            values = np.array([np.nan if r[m] is None else r[m] for r in group], dtype=np.float64)
+            ok = np.isfinite(values)
+            if ok.sum() < 2:
+                continue
+            # Equal rates (a saturated knob) are merged so that the interpolation nodes increase strictly.
+            nodes, inverse = np.unique(bpp[ok], return_inverse=True)
+            node_values = np.bincount(inverse, weights=values[ok]) / np.bincount(inverse)
+            covered = (grid >= nodes[0]) & (grid <= nodes[-1])
+            sums[m][covered] += np.interp(grid[covered], nodes, node_values)
+            counts[m][covered] += 1
+    n_images = len(by_image)
+    rows = []
+    for i, bpp in enumerate(grid):
+        if counts["psnr"][i] <= GRID_COVERAGE * n_images:
+            continue
+        row = {"codec": codec, "bpp": float(bpp), "n_images": int(counts["psnr"][i])}
+        for m in metrics:
+            row[m] = float(sums[m][i] / counts[m][i]) if counts[m][i] > GRID_COVERAGE * n_images else None
+        row["ms_ssim_db"] = None if row["ms_ssim"] is None else float(ms_ssim_to_db(row["ms_ssim"]))
+        rows.append(row)
+    return rows
+
+
+@dataclasses.dataclass
+class EvalResults:
+    """Everything one evaluation produced (also what ``load_results`` reads back from its folder)."""
+
+    meta: dict[str, Any]
+    records: list[dict[str, Any]]
+    by_setting: list[dict[str, Any]] | None
+    by_bpp_grid: list[dict[str, Any]] | None
+
+    def curve(self, metric: str = "psnr", rule: str = "A", rate: str = "real") -> tuple[np.ndarray, np.ndarray]:
+        """``(bpp, quality)`` of the aggregated curve; ``rate="estimated"`` (rule A only) uses model estimates."""
+        rows = self.by_setting if rule == "A" else self.by_bpp_grid
+        if rows is None:
+            raise LcompError(f"these results have no rule-{rule} aggregation; rerun with --aggregate {rule}")
+        if rate not in ("real", "estimated") or (rate == "estimated" and rule != "A"):
+            raise LcompError(f"rate must be 'real' (or 'estimated' with rule A), got {rate!r} with rule {rule}")
+        column = "bpp" if rate == "real" else "bpp_estimated"
+        points = [(r[column], r[metric]) for r in rows if r.get(column) is not None and r.get(metric) is not None]
+        if not points:
+            raise LcompError(f"no {rate} {metric} values in these results")
+        bpp, quality = np.array(points, dtype=np.float64).T
+        return bpp, quality
+
+
+def _images_from(images) -> tuple[list[tuple[str, Path | None, np.ndarray | None]], str]:
+    """Normalises the accepted image inputs to ``[(name, path or None, array or None)]`` and a data set name."""
+    if isinstance(images, (str, Path)):
+        folder = Path(images)
+        return [(p.name, p, None) for p in list_images(folder)], folder.name
+    if isinstance(images, Mapping):
+        return [(str(k), None, np.asarray(v)) for k, v in images.items()], "arrays"
+    paths = [Path(p) for p in images]
+    return [(p.name, p, None) for p in paths], paths[0].parent.name if paths else "none"
+
+
+def _versions() -> dict[str, str]:
+    import PIL
+
+    return {"lcomp": lcomp.__version__, "jax": jax.__version__, "numpy": np.__version__, "pillow": PIL.__version__}
+
+
+def evaluate_codec(
+    codec: RateDistortionCodec,
+    images,
+    out_dir: str | Path | None = None,
+    *,
+    settings: Sequence[Mapping[str, Any]] | None = None,
+    aggregate: Sequence[str] = ("A",),
+    max_images: int | None = None,
+    bpp_grid: Sequence[float] = DEFAULT_BPP_GRID,
+    warmup: bool = True,
+    progress: bool = True,
+    dataset: str | None = None,
+) -> EvalResults:
+    """Evaluates ``codec`` on ``images`` (a folder, a list of paths, or a mapping name -> uint8 array).
+
+    ``settings`` overrides the codec's own sweep. ``aggregate`` picks rule "A", "B" or both. With ``out_dir``
+    the results are also written there (see the module docstring).
+    """
+    aggregate = tuple(a.upper() for a in aggregate)
+    if not aggregate or any(a not in AGGREGATIONS for a in aggregate):
+        raise ConfigError(f"aggregate must be a subset of {AGGREGATIONS}, got {aggregate}")
+    items, default_dataset = _images_from(images)
+    if max_images is not None:
+        items = items[:max_images]
+    if not items:
+        raise ImageError("no images to evaluate")
+    paths = [p for _, p, _ in items if p is not None]
+    checksums = verify_checksums(paths) if len(paths) == len(items) else False
+    settings = [dict(s) for s in (codec.settings() if settings is None else settings)]
+    if not settings:
+        raise ConfigError(f"codec {codec.name} has no settings to evaluate")
+
+    records: list[dict[str, Any]] = []
+    warmed: set[tuple[tuple[int, ...], str]] = set()
+    bar = tqdm(items, desc=f"eval {codec.name}", unit="img", disable=not progress)
+    for name, path, array in bar:
+        original = _read_image(path) if array is None else array
+        if original.dtype != np.uint8 or original.ndim != 3 or original.shape[-1] != 3:
+            raise ImageError(f"{name}: expected uint8 H x W x 3, got {original.dtype} {original.shape}")
+        height, width = original.shape[:2]
+        for setting in settings:
+            sid = setting_id(setting)
+            if warmup and (original.shape, sid) not in warmed:
+                codec.decode(codec.encode(original, **setting))  # compile / load libraries, untimed
+                warmed.add((original.shape, sid))
+            start = time.perf_counter()
+            data = codec.encode(original, **setting)
+            encode_s = time.perf_counter() - start
+            start = time.perf_counter()
+            decoded = np.asarray(codec.decode(data))
+            decode_s = time.perf_counter() - start
+            if decoded.shape != original.shape or decoded.dtype != np.uint8:
+                raise BitstreamError(
+                    f"{codec.name} at {sid} decoded {name} to {decoded.dtype} {decoded.shape}, "
+                    f"expected uint8 {original.shape}"
+                )
+            estimated_bits = codec.estimate_bits(original, **setting)
+            pixels = height * width
+            records.append(
+                {
+                    "codec": codec.name,
+                    "image": name,
+                    "height": height,
+                    "width": width,
+                    "setting": setting,
+                    "setting_id": sid,
+                    "bytes": len(data),
+                    "bpp": 8.0 * len(data) / pixels,
+                    "bpp_estimated": None if estimated_bits is None else estimated_bits / pixels,
+                    "header_bytes": codec.header_bytes(data),
+                    **_measure(original, decoded),
+                    "encode_s": encode_s,
+                    "decode_s": decode_s,
+                }
+            )
+        bar.set_postfix(settings=len(settings))
+
+    device = jax.devices()[0]
+    meta = {
+        "codec": codec.name,
+        "label": codec.label,
+        "dataset": dataset or default_dataset,
+        "images": str(paths[0].parent) if paths else "in-memory arrays",
+        "n_images": len(items),
+        "checksums_verified": checksums,
+        "settings": settings,
+        "aggregation": list(aggregate),
+        "rate": "real: 8 * whole-file bytes / (H * W); bpp_estimated: the model's estimate where it has one",
+        "psnr_mean": "mean of per-image PSNR, infinite values excluded (counted in n_psnr_inf)",
+        "ms_ssim_mean": "linear mean over images, then converted to dB",
+        "bpp_grid": [float(b) for b in np.asarray(bpp_grid)] if "B" in aggregate else None,
+        "timing": "wall time per call, batch size 1, after one untimed warm-up per image shape and setting",
+        "device": f"{device.platform} ({device.device_kind})",
+        "cpu_count": os.cpu_count(),
+        "host": platform.platform(),
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "versions": _versions(),
+    }
+    results = EvalResults(
+        meta=meta,
+        records=records,
+        by_setting=aggregate_by_setting(records, codec.name) if "A" in aggregate else None,
+        by_bpp_grid=aggregate_on_bpp_grid(records, codec.name, bpp_grid) if "B" in aggregate else None,
+    )
+    if out_dir is not None:
+        write_results(results, out_dir)
+    return results
+
+
+# --- files ---------------------------------------------------------------------------------------------------
+
+
+def _csv_cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def _write_csv(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], path: Path) -> None:
+    with path.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow(_csv_cell(row.get(c)) for c in columns)
+
+
+def _read_csv(path: Path) -> list[dict[str, Any]]:
+    def parse(column: str, text: str):
+        if text == "":
+            return None
+        if column in ("codec", "setting"):
+            return text
+        number = float(text)
+        return int(number) if column.startswith("n_") else number
+
+    with path.open(newline="") as f:
+        return [{k: parse(k, v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _fmt(value, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def format_summary(results: EvalResults) -> str:
+    meta = results.meta
+    lines = [
+        f"# RD evaluation: {meta['codec']}",
+        "",
+        f"- Codec: {meta['label']}",
+        f"- Images: {meta['n_images']} from `{meta['images']}` (data set `{meta['dataset']}`; "
+        f"SHA-256 {'verified' if meta['checksums_verified'] else 'not checked'})",
+        f"- Rate: {meta['rate']}",
+        f"- PSNR: {meta['psnr_mean']}; MS-SSIM: {meta['ms_ssim_mean']}",
+        f"- Timing: {meta['timing']}; device {meta['device']}, {meta['cpu_count']} CPUs",
+        f"- Versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())}; created {meta['created']}",
+        "",
+    ]
+    if results.by_setting is not None:
+        lines += [
+            "## Rule A: mean over images at each setting",
+            "",
+            "| Setting | bpp (real) | bpp (estimated) | PSNR (dB) | PSNR-Y (dB) | MS-SSIM | MS-SSIM (dB) | encode (s) | decode (s) |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in results.by_setting:
+            lines.append(
+                f"| {r['setting']} | {_fmt(r['bpp'], 4)} | {_fmt(r['bpp_estimated'], 4)} | {_fmt(r['psnr'])} "
+                f"| {_fmt(r['psnr_y'])} | {_fmt(r['ms_ssim'], 5)} | {_fmt(r['ms_ssim_db'])} "
+                f"| {_fmt(r['encode_s'], 4)} | {_fmt(r['decode_s'], 4)} |"
+            )
+        lines.append("")
+    if results.by_bpp_grid is not None:
+        lines += [
+            "## Rule B: per-image interpolation on a bpp grid (real bpp), mean per grid point",
+            "",
+            "| bpp | images | PSNR (dB) | PSNR-Y (dB) | MS-SSIM | MS-SSIM (dB) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in results.by_bpp_grid:
+            lines.append(
+                f"| {r['bpp']:.4f} | {r['n_images']} | {_fmt(r['psnr'])} | {_fmt(r['psnr_y'])} "
+                f"| {_fmt(r['ms_ssim'], 5)} | {_fmt(r['ms_ssim_db'])} |"
+            )
+        if not results.by_bpp_grid:
+            lines.append("| (no grid point is covered by the images' rate ranges) | | | | | |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_results(results: EvalResults, out_dir: str | Path) -> Path:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / PER_IMAGE_FILE).open("w") as f:
+        for record in results.records:
+            # json writes inf as Infinity, which Python's json reads back.
+            f.write(json.dumps(record) + "\n")
+    for name in (BY_SETTING_FILE, BY_GRID_FILE):
+        (out / name).unlink(missing_ok=True)  # never leave a stale aggregation from an earlier run
+    if results.by_setting is not None:
+        _write_csv(results.by_setting, BY_SETTING_COLUMNS, out / BY_SETTING_FILE)
+    if results.by_bpp_grid is not None:
+        _write_csv(results.by_bpp_grid, BY_GRID_COLUMNS, out / BY_GRID_FILE)
+    (out / META_FILE).write_text(json.dumps(results.meta, indent=2) + "\n")
+    (out / SUMMARY_FILE).write_text(format_summary(results))
+    return out
+
+
+def load_results(folder: str | Path) -> EvalResults:
+    """Reads an evaluation folder written by ``evaluate_codec`` / ``lcomp eval``."""
+    folder = Path(folder)
+    if not (folder / META_FILE).is_file():
+        raise LcompError(f"{folder} is not an lcomp evaluation folder (no {META_FILE})")
+    meta = json.loads((folder / META_FILE).read_text())
+    records = []
+    if (folder / PER_IMAGE_FILE).is_file():
+        records = [json.loads(line) for line in (folder / PER_IMAGE_FILE).read_text().splitlines() if line]
+    by_setting = _read_csv(folder / BY_SETTING_FILE) if (folder / BY_SETTING_FILE).is_file() else None
+    by_grid = _read_csv(folder / BY_GRID_FILE) if (folder / BY_GRID_FILE).is_file() else None
+    return EvalResults(meta, records, by_setting, by_grid)
+
+
+# --- command line ------------------------------------------------------------------------------------------
+
+
+def _parse_value(text: str):
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_settings(text: str) -> list[dict[str, Any]]:
+    """``--settings``: a JSON list of dicts, or ``knob=v1,v2,...`` for a one-knob sweep."""
+    text = text.strip()
+    if text.startswith("["):
+        try:
+            settings = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--settings is not valid JSON: {exc}") from exc
+        if not isinstance(settings, list) or not all(isinstance(s, dict) for s in settings):
+            raise ConfigError("--settings JSON must be a list of objects, e.g. '[{\"quality\": 50}]'")
+        return settings
+    knob, sep, values = text.partition("=")
+    if not sep or not knob.strip() or not values.strip():
+        raise ConfigError(f"--settings must be JSON or 'knob=v1,v2,...', got {text!r}")
+    return [{knob.strip(): _parse_value(v.strip())} for v in values.split(",") if v.strip()]
+
+
+def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser.add_argument(
+        "--codec",
+        help=f"classical codec ({', '.join(baseline_names())}) or the name of a shipped learned model",
+    )
+    parser.add_argument("--checkpoint", type=Path, help="evaluate a trained model from this folder instead")
+    parser.add_argument("--images", type=Path, help="image folder (default: Kodak, $LCOMP_KODAK or ../shared/data/kodak)")
+    parser.add_argument("--out", type=Path, required=True, help="output folder for per-image records, CSVs, summary")
+    parser.add_argument("--settings", type=parse_settings, help="override the sweep: JSON list or 'knob=v1,v2,...'")
+    parser.add_argument("--max-images", type=int, help="evaluate only the first N images (sorted by name)")
+    parser.add_argument(
+        "--aggregate",
+        default="A",
+        help="A: mean per setting; B: per-image interpolation on a bpp grid (Mentzer et al.); 'A,B' for both",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    codec = resolve_codec(args.codec, args.checkpoint)
+    images = args.images if args.images is not None else default_images_dir()
+    if args.images is None and not images.is_dir():
+        raise ImageError(f"the Kodak images are not at {images}; set LCOMP_KODAK or pass --images DIR")
+    aggregate = tuple(a.strip() for a in str(args.aggregate).split(",") if a.strip())
+    results = evaluate_codec(
+        codec,
+        images,
+        args.out,
+        settings=args.settings,
+        aggregate=aggregate,
+        max_images=args.max_images,
+        progress=not args.no_progress,
+    )
+    print(format_summary(results))
+    print(f"wrote {args.out}")
+    return 0

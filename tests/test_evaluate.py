@@ -1,0 +1,302 @@
+"""Evaluation engine: a fake learned codec through the adapter, aggregation rules, files, CLI, Kodak check."""
+
+import argparse
+import hashlib
+import json
+import math
+import struct
+import sys
+import types
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lcomp.bdrate import bd_rate
+from lcomp.errors import BitstreamError, ConfigError, ImageError, LcompError
+from lcomp.evaluate import (
+    LearnedCodecAdapter,
+    add_eval_arguments,
+    aggregate_by_setting,
+    aggregate_on_bpp_grid,
+    default_images_dir,
+    evaluate_codec,
+    load_results,
+    parse_settings,
+    resolve_codec,
+    run_eval,
+)
+from lcomp.metrics import ms_ssim, psnr
+from lcomp.reference import load_curve
+
+KODAK = default_images_dir()
+needs_kodak = pytest.mark.skipif(not (KODAK / "kodim01.png").is_file(), reason=f"Kodak images not found at {KODAK}")
+
+
+class QuantisingCodec:
+    """A tiny 'learned codec' with the lcomp Codec interface: uniform quantisation + zlib, real files.
+
+    File: magic, height, width, step (the header), then the zlib-compressed quantisation indices.
+    """
+
+    name = "fake-quantiser"
+    header = struct.Struct(">4sHHB")
+
+    def __init__(self):
+        self.calls = {"compress": 0, "decompress": 0}
+
+    def operating_points(self):
+        return [{"step": 24}, {"step": 12}, {"step": 6}]
+
+    def _indices(self, image, step):
+        return np.round(image.astype(np.float64) / step).astype(np.uint8)
+
+    def compress(self, variables, image, step):
+        self.calls["compress"] += 1
+        h, w, _ = image.shape
+        payload = zlib.compress(self._indices(image, step).tobytes(), 9)
+        return self.header.pack(b"FAKE", h, w, step) + payload
+
+    def decompress(self, variables, data):
+        self.calls["decompress"] += 1
+        magic, h, w, step = self.header.unpack_from(data)
+        if magic != b"FAKE":
+            raise BitstreamError("not a fake file")
+        indices = np.frombuffer(zlib.decompress(data[self.header.size :]), np.uint8).reshape(h, w, 3)
+        return np.clip(indices.astype(np.float64) * step, 0, 255).astype(np.uint8)
+
+    def estimate_bits(self, variables, image, step):
+        # Empirical entropy of the indices: a model's estimate, not the zlib length.
+        _, counts = np.unique(self._indices(image, step), return_counts=True)
+        p = counts / counts.sum()
+        return float(-(counts * np.log2(p)).sum())
+
+
+def _images(count=2, height=180, width=200):
+    rng = np.random.default_rng(7)
+    out = {}
+    for i in range(count):
+        y, x = np.mgrid[0:height, 0:width]
+        smooth = np.stack([x * 1.1, y * 1.3, (x + y) * 0.6], axis=-1) + 30 * i
+        out[f"img{i}"] = np.clip(smooth + rng.normal(0, 6, smooth.shape), 0, 255).astype(np.uint8)
+    return out
+
+
+def test_fake_learned_codec_end_to_end(tmp_path):
+    fake = QuantisingCodec()
+    adapter = LearnedCodecAdapter(fake, variables={"params": {}})
+    images = _images()
+    results = evaluate_codec(adapter, images, tmp_path, aggregate=("A", "B"), progress=False)
+
+    assert len(results.records) == 6
+    for record in results.records:
+        image = images[record["image"]]
+        data = fake.compress(None, image, **record["setting"])
+        assert record["bytes"] == len(data)
+        assert record["bpp"] == pytest.approx(8 * len(data) / (180 * 200))
+        assert record["bpp_estimated"] == pytest.approx(fake.estimate_bits(None, image, **record["setting"]) / 36000)
+        decoded = fake.decompress(None, data)
+        assert record["psnr"] == pytest.approx(float(psnr(image, decoded)), abs=1e-4)
+        assert record["ms_ssim"] == pytest.approx(float(ms_ssim(image, decoded)), abs=1e-6)
+        assert record["header_bytes"] is None  # no lcomp.container in this checkout / not a container file
+        assert record["encode_s"] >= 0 and record["decode_s"] >= 0
+
+    # One untimed warm-up per (image shape, setting): 3 extra round trips for one shared shape.
+    assert fake.calls["compress"] == 6 + 3 + 6  # timed + warm-up + the re-encodes in this test
+    rows = results.by_setting
+    assert [r["setting"] for r in rows] == ["step=24", "step=12", "step=6"]
+    first = [r for r in results.records if r["setting_id"] == "step=24"]
+    assert rows[0]["bpp"] == pytest.approx(np.mean([r["bpp"] for r in first]))
+    assert rows[0]["psnr"] == pytest.approx(np.mean([r["psnr"] for r in first]))
+    mean_ms = np.mean([r["ms_ssim"] for r in first])
+    assert rows[0]["ms_ssim"] == pytest.approx(mean_ms)
+    assert rows[0]["ms_ssim_db"] == pytest.approx(-10 * np.log10(1 - mean_ms))
+    assert rows[0]["bpp_estimated"] == pytest.approx(np.mean([r["bpp_estimated"] for r in first]))
+
+    for name in ("per_image.jsonl", "rd_by_setting.csv", "rd_by_bpp_grid.csv", "summary.md", "meta.json"):
+        assert (tmp_path / name).is_file()
+    summary = (tmp_path / "summary.md").read_text()
+    assert "fake-quantiser" in summary and "Rule A" in summary and "Rule B" in summary
+    loaded = load_results(tmp_path)
+    assert loaded.meta["label"] == adapter.label
+    assert loaded.by_setting[1]["setting"] == "step=12" and loaded.by_setting[1]["n_images"] == 2
+    np.testing.assert_allclose(loaded.curve("psnr")[0], [r["bpp"] for r in rows])
+    np.testing.assert_allclose(loaded.curve("ms_ssim_db", rate="estimated")[1], [r["ms_ssim_db"] for r in rows])
+    assert len(loaded.records) == 6
+
+
+def test_lossless_points_and_small_images():
+    fake = QuantisingCodec()
+    adapter = LearnedCodecAdapter(fake, None)
+    results = evaluate_codec(
+        adapter, _images(2, 64, 64), settings=[{"step": 1}, {"step": 8}], progress=False, warmup=False
+    )
+    lossless, lossy = results.by_setting
+    assert lossless["n_psnr_inf"] == 2 and lossless["psnr"] is None  # infinite PSNR is excluded from means
+    assert math.isfinite(lossy["psnr"]) and lossy["n_psnr_inf"] == 0
+    assert lossy["ms_ssim"] is None  # 64 px is too small for MS-SSIM; it is left out, not shrunk
+    assert fake.calls["compress"] == 4
+
+
+def test_rule_b_interpolates_without_extrapolation():
+    def rec(image, bpp, value):
+        return {"image": image, "bpp": bpp, "psnr": value, "psnr_y": value, "ms_ssim": None}
+
+    records = [rec("a", 0.1, 20.0), rec("a", 0.5, 30.0), rec("b", 0.25, 22.0), rec("b", 0.7, 31.0)]
+    rows = aggregate_on_bpp_grid(records, "x", grid=[0.2, 0.3, 0.6])
+    assert [r["bpp"] for r in rows] == [0.3]  # 0.2 and 0.6 are covered by one image only
+    expected = (20 + 10 * (0.3 - 0.1) / 0.4 + 22 + 9 * (0.3 - 0.25) / 0.45) / 2
+    assert rows[0]["psnr"] == pytest.approx(expected)
+    assert rows[0]["n_images"] == 2 and rows[0]["ms_ssim"] is None
+
+
+def test_wrong_decoder_output_is_an_error():
+    class Cropping(QuantisingCodec):
+        def decompress(self, variables, data):
+            return super().decompress(variables, data)[:-1]
+
+    with pytest.raises(BitstreamError, match="expected uint8"):
+        evaluate_codec(LearnedCodecAdapter(Cropping(), None), _images(1, 32, 32), progress=False)
+
+
+def _write_pngs(folder, count=2):
+    folder.mkdir()
+    for name, image in _images(count).items():
+        Image.fromarray(image).save(folder / f"{name}.png")
+    return folder
+
+
+def test_cli_with_classical_codec_and_checksums(tmp_path, capsys):
+    images = _write_pngs(tmp_path / "imgs")
+    sums = "".join(f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}\n" for p in sorted(images.iterdir()))
+    (images / "SHA256SUMS").write_text(sums)
+    parser = add_eval_arguments(argparse.ArgumentParser())
+    args = parser.parse_args(
+        ["--codec", "jpeg420", "--images", str(images), "--out", str(tmp_path / "out"), "--settings",
+         "quality=30,60,90", "--max-images", "1", "--aggregate", "A,B", "--no-progress"]
+    )  # fmt: skip
+    assert run_eval(args) == 0
+    meta = json.loads((tmp_path / "out" / "meta.json").read_text())
+    assert meta["n_images"] == 1 and meta["checksums_verified"] is True
+    assert meta["label"].startswith("JPEG 4:2:0 (libjpeg-turbo")
+    assert meta["aggregation"] == ["A", "B"] and meta["dataset"] == "imgs"
+    assert "quality=90" in capsys.readouterr().out
+
+    (images / "img0.png").write_bytes((images / "img1.png").read_bytes())
+    with pytest.raises(ImageError, match="SHA-256"):
+        run_eval(args)
+
+
+def test_parse_settings():
+    assert parse_settings("quality=10, 20,30") == [{"quality": 10}, {"quality": 20}, {"quality": 30}]
+    assert parse_settings("target_bpp=0.25,1") == [{"target_bpp": 0.25}, {"target_bpp": 1}]
+    assert parse_settings('[{"iterations": 4}, {"iterations": 8, "sabr": true}]')[1] == {"iterations": 8, "sabr": True}
+    for bad in ("quality", "[1, 2]", "[{"):
+        with pytest.raises(ConfigError):
+            parse_settings(bad)
+
+
+def test_resolve_codec(monkeypatch):
+    assert resolve_codec("webp").name == "webp"
+    with pytest.raises(ConfigError, match="--codec"):
+        resolve_codec(None)
+    monkeypatch.setitem(sys.modules, "lcomp.models", None)
+    with pytest.raises(ConfigError, match="lcomp.models"):
+        resolve_codec("mentzer2018")
+    fake_models = types.SimpleNamespace(
+        load_shipped=lambda name: (QuantisingCodec(), {"shipped": name}),
+        load_model=lambda folder: (QuantisingCodec(), {"checkpoint": str(folder)}),
+    )
+    monkeypatch.setitem(sys.modules, "lcomp.models", fake_models)
+    import lcomp
+
+    monkeypatch.setattr(lcomp, "models", fake_models, raising=False)
+    shipped = resolve_codec("fake-quantiser")
+    assert isinstance(shipped, LearnedCodecAdapter) and shipped.variables == {"shipped": "fake-quantiser"}
+    assert resolve_codec(None, checkpoint="/tmp/run").variables == {"checkpoint": "/tmp/run"}
+
+
+def test_aggregate_rejects_unknown_rule():
+    with pytest.raises(ConfigError, match="aggregate"):
+        evaluate_codec(LearnedCodecAdapter(QuantisingCodec(), None), _images(1, 32, 32), aggregate=("C",))
+
+
+@pytest.mark.kodak
+@needs_kodak
+def test_jpeg_on_kodak_reproduces_the_published_curve(tmp_path):
+    # A reduced experiments/eval_baselines.py: all 24 images (a subset of 4 moves the mean curve by up to
+    # 50 %), 6 of the 12 qualities. The published JPEG curve used the standard Huffman tables.
+    codec = resolve_codec("jpeg420-stdhuff")
+    results = evaluate_codec(
+        codec, KODAK, tmp_path, settings=[{"quality": q} for q in (8, 16, 30, 50, 70, 90)], progress=False
+    )
+    assert results.meta["checksums_verified"] and results.meta["n_images"] == 24
+    for metric in ("psnr", "ms_ssim_db"):
+        published = load_curve("jpeg420", metric=metric)
+        bpp, quality = results.curve(metric)
+        for variant in ("cubic", "pchip"):
+            result = bd_rate(published.bpp, published.quality, bpp, quality, variant=variant, quality_axis=metric)
+            print(result)
+            assert abs(result.value) < 5, result
+
+
+# --- reports: plots and BD tables from evaluation folders and published curves --------------------------------
+
+
+def _run_command(add_arguments, run, argv):
+    return run(add_arguments(argparse.ArgumentParser()).parse_args(argv))
+
+
+@pytest.fixture(scope="module")
+def jpeg_eval_folders(tmp_path_factory):
+    """Two small real evaluations (jpeg420 and webp on synthetic 180x200 images) written to folders."""
+    root = tmp_path_factory.mktemp("evals")
+    images = _images(2)
+    folders = {}
+    for name, settings in (("jpeg420", [5, 10, 20, 40, 60, 80, 90]), ("webp", [0, 10, 20, 40, 60, 80, 90])):
+        folders[name] = root / name
+        evaluate_codec(
+            resolve_codec(name), images, folders[name], settings=[{"quality": q} for q in settings],
+            aggregate=("A", "B"), progress=False,
+        )  # fmt: skip
+    return folders
+
+
+def test_plot_command_writes_pngs_with_honest_labels(jpeg_eval_folders, tmp_path, capsys):
+    from lcomp.plots import add_plot_arguments, load_source, run_plot
+
+    out = tmp_path / "rd.png"
+    argv = [str(jpeg_eval_folders["jpeg420"]), str(jpeg_eval_folders["webp"]), "ref:jpeg420", "bpg444", "--out", str(out)]
+    assert _run_command(add_plot_arguments, run_plot, argv) == 0
+    for metric in ("psnr", "ms_ssim_db"):
+        png = tmp_path / f"rd_{metric}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    ours = load_source(str(jpeg_eval_folders["jpeg420"]), "psnr")
+    assert "JPEG 4:2:0" in ours.label and "real bpp" in ours.label and "rule A" in ours.label
+    assert "(2 images)" in ours.label and "RGB" in ours.label
+    published = load_source("bpg444", "ms_ssim_db")
+    assert published.label.startswith("BPG (4:4:4)") and "published" in published.label
+    grid = load_source(str(jpeg_eval_folders["webp"]), "psnr", rule="B", colour="y")
+    assert "rule B" in grid.label and "Y]" in grid.label
+    with pytest.raises(LcompError, match="neither an evaluation folder"):
+        load_source("no-such-thing", "psnr")
+    assert _run_command(add_plot_arguments, run_plot, argv[:1] + ["--metric", "psnr", "--out", str(out)]) == 0
+    assert out.is_file()
+
+
+def test_bdrate_command(jpeg_eval_folders, tmp_path, capsys):
+    from lcomp.plots import add_bdrate_arguments, run_bdrate
+
+    argv = [
+        str(jpeg_eval_folders["webp"]), "ref:webp", "ref:mentzer-2018-cvpr", "--anchor",
+        str(jpeg_eval_folders["jpeg420"]), "--metric", "ms_ssim_db", "--out", str(tmp_path / "bd"),
+    ]  # fmt: skip
+    assert _run_command(add_bdrate_arguments, run_bdrate, argv) == 0
+    printed = capsys.readouterr().out
+    assert "| webp | jpeg420 | ms_ssim_db (RGB) | cubic |" in printed
+    assert "| webp | jpeg420 | ms_ssim_db (RGB) | pchip |" in printed
+    assert "aggregation differs: test rule B, anchor rule A" in printed  # Mentzer et al. use rule B
+    csv_lines = (tmp_path / "bd.csv").read_text().splitlines()
+    assert len(csv_lines) == 1 + 3 * 2
+    assert (tmp_path / "bd.md").read_text().startswith("| Test | Anchor |")
