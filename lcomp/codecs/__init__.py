@@ -2,3 +2,5 @@
 
 from lcomp.codecs.base import Codec, Variables  # noqa: F401
 from lcomp.codecs.registry import create, get, names, register  # noqa: F401
+
+from lcomp.codecs.rnn import codec as _rnn_codec  # noqa: F401,E402  (registers toderici2017, johnston2018)

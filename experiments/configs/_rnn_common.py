@@ -1,0 +1,96 @@
+"""Shared pieces of the recurrent-coder configs (toderici2017.py, johnston2018.py).
+
+Variants: "" = the paper-size model (T17 layer table, 16 iterations of 32 bits per 16x16 block);
+"small" = the shipped model (narrower layers, trained on CPU on the embedded photographs);
+"tiny" = a few thousand parameters per layer, for tests and `lcomp demo`.
+"""
+
+import ml_collections
+
+from lcomp import configs
+
+PAPER_NETWORK = dict(
+    cell="gru",
+    reconstruction="one_shot",
+    encoder_conv_features=64,
+    encoder_rnn_features=(256, 512, 512),
+    encoder_input_kernels=((3, 3), (3, 3), (3, 3)),
+    encoder_hidden_kernels=((1, 1), (1, 1), (1, 1)),
+    bits_per_position=32,
+    decoder_conv_features=512,
+    decoder_rnn_features=(512, 512, 256, 128),
+    decoder_input_kernels=((3, 3), (3, 3), (3, 3), (3, 3)),
+    decoder_hidden_kernels=((1, 1), (1, 1), (3, 3), (3, 3)),
+    iterations=16,
+    priming_steps=0,
+    diffusion_steps=0,
+)
+
+SMALL_WIDTHS = dict(
+    encoder_conv_features=32,
+    encoder_rnn_features=(64, 128, 128),
+    decoder_conv_features=128,
+    decoder_rnn_features=(128, 128, 64, 32),
+)
+
+TINY_WIDTHS = dict(
+    encoder_conv_features=8,
+    encoder_rnn_features=(16, 32, 32),
+    decoder_conv_features=32,
+    decoder_rnn_features=(32, 32, 16, 8),
+)
+
+
+def rnn_config(codec: str, variant: str, *, network: dict, loss: str) -> ml_collections.ConfigDict:
+    if variant not in ("", "small", "tiny"):
+        raise ValueError(f"unknown variant {variant!r}: use '', 'small' or 'tiny'")
+    cfg = configs.base_config()
+    cfg.codec = codec
+    net = dict(PAPER_NETWORK, **network)
+    if variant == "small":
+        net.update(SMALL_WIDTHS)
+    elif variant == "tiny":
+        net.update(TINY_WIDTHS)
+    cfg.model = ml_collections.ConfigDict(
+        dict(
+            network=net,
+            bit_model=dict(features=16 if variant == "tiny" else 64, trunk_layers=3),
+            loss=loss,
+            ssim_weight_by="dissimilarity",  # S = 1 - SSIM: badly reconstructed blocks weigh more
+            ssim_per_iteration=False,  # one S_bar for all iterations (spec 9.4 default)
+            rate_weight=1.0,  # the bit model's cross-entropy (it reaches only the bit model's parameters)
+            precision=16,  # probability precision of the range coder (bits)
+            sabr=dict(metric="psnr", block=16, min_iterations=1, max_rounds=4),
+        )
+    )
+    cfg.data.patch_size = 32  # T17 trains on 32x32 patches
+    cfg.data.batch_size = 32
+    cfg.optim = ml_collections.ConfigDict(
+        {
+            # 1zb port settings (spec 7.2): Adam 5e-4, halved at fixed points.
+            "autoencoder": configs.optimizer_config(
+                5e-4, schedule="step", boundaries=(300_000, 600_000, 800_000), decay_rate=0.5, grad_clip_norm=1.0
+            ),
+            "context_model": configs.optimizer_config(1e-3, grad_clip_norm=1.0),
+        }
+    )
+    cfg.train.num_steps = 1_000_000
+    cfg.train.log_every = 100
+    cfg.train.checkpoint_every = 5_000
+    if variant == "small":
+        cfg.data.batch_size = 16
+        cfg.data.patch_size = 64
+        cfg.optim.autoencoder.boundaries = (12_000, 16_000)
+        cfg.train.num_steps = 20_000
+        cfg.train.log_every = 50
+        cfg.train.checkpoint_every = 500
+    elif variant == "tiny":
+        cfg.data.batch_size = 8
+        cfg.data.patch_size = 32
+        cfg.optim.autoencoder.learning_rate = 2e-3
+        cfg.optim.autoencoder.boundaries = ()
+        cfg.optim.context_model.learning_rate = 3e-3
+        cfg.train.num_steps = 300
+        cfg.train.log_every = 25
+        cfg.train.checkpoint_every = 100
+    return cfg
