@@ -117,7 +117,7 @@ def _load_exported(path: pathlib.Path) -> LoadedModel:
 def _load_workdir(path: pathlib.Path) -> LoadedModel:
     import orbax.checkpoint as ocp
 
-    from lcomp.train import CHECKPOINT_DIR, CONFIG_FILE
+    from lcomp.train import CHECKPOINT_DIR, CONFIG_FILE, abstract_train_state
 
     config = configs.from_json((path / CONFIG_FILE).read_text())
     registry.import_codec_module(config.get("codec_module", ""))
@@ -126,8 +126,10 @@ def _load_workdir(path: pathlib.Path) -> LoadedModel:
     step = manager.latest_step()
     if step is None:
         raise LcompError(f"{path} has no checkpoint yet (train first, or wait for the first checkpoint)")
+    # Restore onto this process's first device, whatever mesh the run was trained on.
+    target = abstract_train_state(codec, config, jax.sharding.SingleDeviceSharding(jax.devices()[0]))
     try:
-        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
     except Exception as exc:
         raise LcompError(f"cannot restore checkpoint {step} from {path}: {exc}") from exc
     state = restored["state"]

@@ -97,6 +97,30 @@ def _state_dict(step, params, opt_state, state) -> dict:
     return {"step": step, "params": params, "opt_state": opt_state, "state": state}
 
 
+def make_init_fn(codec, config: ml_collections.ConfigDict, optimizers: dict | None = None):
+    """The function that builds a fresh train state (params, optimizer states, codec state, step).
+
+    Also used with `jax.eval_shape` to know a checkpoint's structure before restoring it."""
+    optimizers = optimizers or {g: build_optimizer(config.optim[g]) for g in codec.param_groups}
+    size = config.data.patch_size
+    example = {"image": np.zeros((1, size, size, 3), np.uint8)}
+    seed = config.train.seed
+
+    def init():
+        variables = codec.init(jax.random.fold_in(jax.random.key(seed), 0), example)
+        params = variables["params"]
+        opt_state = {g: optimizers[g].init(params[g]) for g in codec.param_groups}
+        return _state_dict(jnp.zeros((), jnp.int32), params, opt_state, variables.get("state", {}))
+
+    return init
+
+
+def abstract_train_state(codec, config: ml_collections.ConfigDict, sharding) -> dict:
+    """Shapes, dtypes and the wanted sharding of every leaf of a train state (for orbax restores)."""
+    shapes = jax.eval_shape(make_init_fn(codec, config))
+    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
+
+
 @dataclasses.dataclass
 class TrainResult:
     train_state: dict
@@ -164,21 +188,9 @@ class Trainer:
             process_count=jax.process_count(),
         )
 
-    def example_batch(self) -> dict:
-        size = self.config.data.patch_size
-        return {"image": np.zeros((1, size, size, 3), np.uint8)}
-
     def init_state(self) -> dict:
         """Fresh parameters, optimizer states and codec state, replicated over the mesh."""
-        seed = self.config.train.seed
-        example = self.example_batch()
-
-        def init():
-            variables = self.codec.init(jax.random.fold_in(jax.random.key(seed), 0), example)
-            params = variables["params"]
-            opt_state = {g: self.optimizers[g].init(params[g]) for g in self.groups}
-            return _state_dict(jnp.zeros((), jnp.int32), params, opt_state, variables.get("state", {}))
-
+        init = make_init_fn(self.codec, self.config, self.optimizers)
         return jax.jit(init, out_shardings=self.replicated)()
 
     # --- the step -----------------------------------------------------------------------------------------
@@ -244,13 +256,10 @@ class Trainer:
         """The latest checkpoint in the workdir, or a fresh state if there is none."""
         import orbax.checkpoint as ocp
 
-        fresh = self.init_state()
         latest = self.checkpoints.latest_step()
         if latest is None:
-            return fresh
-        abstract = jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), fresh
-        )
+            return self.init_state()
+        abstract = abstract_train_state(self.codec, self.config, self.replicated)
         try:
             restored = self.checkpoints.restore(
                 latest, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))

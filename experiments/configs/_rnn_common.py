@@ -59,7 +59,6 @@ def rnn_config(codec: str, variant: str, *, network: dict, loss: str) -> ml_coll
             ssim_weight_by="dissimilarity",  # S = 1 - SSIM: badly reconstructed blocks weigh more
             ssim_per_iteration=False,  # one S_bar for all iterations (spec 9.4 default)
             rate_weight=1.0,  # the bit model's cross-entropy (it reaches only the bit model's parameters)
-            precision=16,  # probability precision of the range coder (bits)
             sabr=dict(metric="psnr", block=16, min_iterations=1, max_rounds=4),
         )
     )

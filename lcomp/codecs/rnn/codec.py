@@ -27,7 +27,13 @@ from lcomp import container, entropy, losses
 from lcomp.codecs.base import Codec
 from lcomp.codecs.registry import register
 from lcomp.codecs.rnn import sabr
-from lcomp.codecs.rnn.entropy_model import PASSES, BitModelConfig, BitProbabilityModel, checkerboard
+from lcomp.codecs.rnn.entropy_model import (
+    FREQUENCY_PRECISION,
+    PASSES,
+    BitModelConfig,
+    BitProbabilityModel,
+    checkerboard,
+)
 from lcomp.codecs.rnn.network import RNNCoderConfig, RNNCoderNetwork
 from lcomp.data import crop, pad_to_multiple
 from lcomp.errors import BitstreamError, ConfigError, ImageError
@@ -70,7 +76,6 @@ class RecurrentCoder(Codec):
         self.loss_name = config.get("loss", "l1")
         if self.loss_name not in LOSSES:
             raise ConfigError(f"loss must be one of {LOSSES}, got {self.loss_name!r}")
-        self.precision = int(config.get("precision", entropy.DEFAULT_PRECISION))
         self.sabr_defaults = config.get("sabr", ml_collections.ConfigDict())
 
     @property
@@ -137,21 +142,23 @@ class RecurrentCoder(Codec):
         return self.net.decode_iterations(params, bits)
 
     @functools.partial(jax.jit, static_argnums=(0,))
-    def _iteration_probabilities(self, params, bits, t):
-        return jax.nn.sigmoid(self.bit_model.iteration_logits(params, bits, t))
+    def _iteration_logit_index(self, params, bits, t):
+        # Exact integer arithmetic inside (see entropy_model.py): the same table index on every machine.
+        return self.bit_model.logit_index(self.bit_model.iteration_logits(params, bits, t))
 
     # --- the bit streams (one function for both ends: same inputs, same order) ----------------------------
     def _code_iterations(self, context_params, shape, num_iterations, sent, per_pass):
-        """Walks the iterations and passes in coding order; `per_pass(t, positions, p_one, bits)` codes or
-        decodes the bits of one pass and returns them; `bits` is the known-bits array the model reads."""
+        """Walks the iterations and passes in coding order; `per_pass(t, positions, freqs)` codes or decodes
+        the bits of one pass (freqs: (n, 2) integer frequencies of bit 0 / bit 1) and returns them as +-1."""
         t_total, n, h, w, c = shape
         bits = np.zeros(shape, np.float32)
         parity = checkerboard(h, w)
         for t in range(num_iterations):
             for p in range(PASSES):
-                p_one = np.asarray(self._iteration_probabilities(context_params, bits, t), np.float64)
+                index = np.asarray(self._iteration_logit_index(context_params, bits, t))
                 positions = (parity == p)[None] & sent[t]  # (N, h, w)
-                bits[t][positions] = per_pass(t, positions, p_one[positions])
+                freqs = self.bit_model.frequencies(index[positions])  # (n, C, 2)
+                bits[t][positions] = per_pass(t, positions, freqs.reshape(-1, 2)).reshape(freqs.shape[:2])
         return bits
 
     def _sent_mask(self, counts, block, t_total, shape):
@@ -194,10 +201,12 @@ class RecurrentCoder(Codec):
 
         def run(mask):
             if mask is None:
-                out = self._encode(params, x, iterations)
+                bits = self._encode(params, x, iterations).bits
             else:
-                out = self._encode_masked(params, x, jnp.asarray(mask)[:, None], iterations)
-            return np.asarray(out.bits), np.asarray(out.reconstructions[:, 0])
+                bits = self._encode_masked(params, x, jnp.asarray(mask)[:, None], iterations).bits
+            # The decoder's own program on the (masked) bits: the encoder then knows the decoder's pixels
+            # exactly, not just up to float rounding of a differently fused computation.
+            return np.asarray(bits), np.asarray(self._decode(params, bits)[:, 0])
 
         counts, bits, _ = sabr.allocate(run, padded, iterations, sabr_settings, self.net_config.downsampling, to_u8)
         return padded.shape[:2], bits, counts, sabr_settings
@@ -216,17 +225,17 @@ class RecurrentCoder(Codec):
             raise ConfigError(f"{self.name} has no setting(s) {sorted(unknown)}")
         _, bits, counts, sabr_settings = self._analyse(variables, image, iterations, target_quality, dict(settings))
         parts = []
-        header_settings = {"iterations": iterations, "precision": self.precision}
+        header_settings = {"iterations": iterations}
         if counts is not None:
             parts.append(("sabr", sabr.encode_count_map(counts, iterations)))
             header_settings.update(sabr_block=sabr_settings.block, sabr_metric=sabr_settings.metric,
                                    target_quality=sabr_settings.target)
         sent = self._sent_mask(counts, sabr_settings and sabr_settings.block, iterations, bits.shape)
-        encoders = [entropy.SymbolEncoder(self.precision) for _ in range(iterations)]
+        encoders = [entropy.SymbolEncoder(FREQUENCY_PRECISION) for _ in range(iterations)]
 
-        def per_pass(t, positions, p_one):
-            values = bits[t][positions]
-            encoders[t].encode_bits((values > 0).astype(np.int32), p_one)
+        def per_pass(t, positions, freqs):
+            values = bits[t][positions].reshape(-1)
+            encoders[t].encode((values > 0).astype(np.int32), freqs=freqs)
             return values
 
         self._code_iterations(variables["params"]["context_model"], bits.shape, iterations, sent, per_pass)
@@ -263,11 +272,10 @@ class RecurrentCoder(Codec):
         sent = self._sent_mask(counts, sabr_settings and sabr_settings.block, iterations, bits.shape)
         total = 0.0
 
-        def per_pass(t, positions, p_one):
+        def per_pass(t, positions, freqs):
             nonlocal total
-            values = bits[t][positions]
-            p = np.clip(np.where(values > 0, p_one, 1.0 - p_one), 1e-12, 1.0)
-            total += float(-np.sum(np.log2(p)))
+            values = bits[t][positions].reshape(-1)
+            total += entropy.code_length_bits((values > 0).astype(np.int32), freqs, FREQUENCY_PRECISION)
             return values
 
         self._code_iterations(variables["params"]["context_model"], bits.shape, iterations, sent, per_pass)
@@ -288,8 +296,6 @@ class RecurrentCoder(Codec):
         total = recorded.get("iterations")
         if not isinstance(total, int) or not 1 <= total <= self.iterations:
             raise BitstreamError(f"file records {total!r} iterations; this model codes 1..{self.iterations}")
-        if recorded.get("precision") != self.precision:
-            raise BitstreamError(f"file was coded with probability precision {recorded.get('precision')!r}")
         available = sum(1 for name in box.part_names if name.startswith("t"))
         expected = [part_name(t) for t in range(available)]
         if [n for n in box.part_names if n != "sabr"] != expected or available < 1:
@@ -309,10 +315,10 @@ class RecurrentCoder(Codec):
                 raise BitstreamError(f"invalid SABR block size {block!r}")
             counts = sabr.decode_count_map(box.part("sabr"), (hp // block, wp // block), total)
         sent = self._sent_mask(counts, block, total, shape)
-        decoders = [entropy.SymbolDecoder(box.part(part_name(t)), self.precision) for t in range(use)]
+        decoders = [entropy.SymbolDecoder(box.part(part_name(t)), FREQUENCY_PRECISION) for t in range(use)]
 
-        def per_pass(t, positions, p_one):
-            return decoders[t].decode_bits(p_one).astype(np.float32) * 2.0 - 1.0
+        def per_pass(t, positions, freqs):
+            return decoders[t].decode(freqs=freqs).astype(np.float32) * 2.0 - 1.0
 
         bits = self._code_iterations(variables["params"]["context_model"], shape, use, sent, per_pass)
         for decoder in decoders:

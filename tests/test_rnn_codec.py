@@ -1,0 +1,193 @@
+"""The recurrent coder as a codec: real files, progressive prefixes, estimates, SABR, determinism."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from lcomp import configs, container, data, models, train
+from lcomp.codecs.rnn import codec as rnn_codec
+from lcomp.codecs.rnn import sabr
+from lcomp.errors import BitstreamError, ConfigError, LcompError, ModelMismatchError
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A tiny johnston2018 model trained for a few steps (enough to test coding, not quality)."""
+    workdir = tmp_path_factory.mktemp("j18tiny")
+    cfg = configs.load_config(
+        "johnston2018:tiny", ["--config.train.num_steps=20", "--config.train.progress=False"]
+    )
+    train.train(cfg, workdir)
+    return models.load_model(workdir), workdir
+
+
+@pytest.fixture(scope="module")
+def photo():
+    """A crop of a real photograph with flat and busy regions, of a size that needs padding."""
+    return np.ascontiguousarray(data.EmbeddedSource(split="eval")[0][40:240, 60:316])  # 200 x 256
+
+
+def _training_time_reconstructions(model, image):
+    """Float reconstructions of every iteration from the joint encoder/decoder scan (eval mode)."""
+    padded, _ = data.pad_to_multiple(image, 16)
+    out = model.codec.net.run_iterations(
+        model.variables["params"]["autoencoder"], rnn_codec.to_float(padded)[None], train=False
+    )
+    return np.asarray(out.reconstructions[:, 0, : image.shape[0], : image.shape[1]])
+
+
+def _assert_same_image(decoded_u8, float_reconstruction):
+    """The decoded pixels are the float reconstruction rounded; the decoder-only program may differ from the
+    joint scan by float rounding, which can move a pixel by one level in rare cases, never more."""
+    expected = rnn_codec.to_u8(float_reconstruction)
+    diff = np.abs(decoded_u8.astype(int) - expected.astype(int))
+    assert diff.max() <= 1 and np.mean(diff > 0) < 1e-4, (diff.max(), np.mean(diff > 0))
+
+
+def test_roundtrip_is_bit_exact_and_matches_the_encoder(tiny_model, photo):
+    model, _ = tiny_model
+    blob = model.codec.compress(model.variables, photo)
+    decoded = model.codec.decompress(model.variables, blob)
+    assert decoded.shape == photo.shape and decoded.dtype == np.uint8
+    np.testing.assert_array_equal(decoded, model.codec.decompress(model.variables, blob))
+    # Exactly the decoder program's output on the encoder's bits, which the encoder can compute itself.
+    padded, _ = data.pad_to_multiple(photo, 16)
+    params = model.variables["params"]["autoencoder"]
+    bits = model.codec._encode(params, rnn_codec.to_float(padded)[None], 16).bits
+    np.testing.assert_array_equal(decoded, rnn_codec.to_u8(model.codec._decode(params, bits)[-1, 0])[:200, :256])
+    _assert_same_image(decoded, _training_time_reconstructions(model, photo)[-1])
+
+
+def test_every_prefix_decodes_to_that_iterations_reconstruction(tiny_model, photo):
+    model, _ = tiny_model
+    blob = model.codec.compress(model.variables, photo)
+    recon = _training_time_reconstructions(model, photo)
+    sizes = []
+    for t in (1, 2, 5, 16):
+        prefix = rnn_codec.cut(blob, t)
+        sizes.append(len(prefix))
+        decoded = model.codec.decompress(model.variables, prefix)
+        np.testing.assert_array_equal(decoded, model.codec.decompress(model.variables, blob, iterations=t))
+        _assert_same_image(decoded, recon[t - 1])
+    assert sizes == sorted(sizes) and sizes[-1] == len(blob)
+    with pytest.raises(ConfigError, match="holds 2 iteration"):
+        model.codec.decompress(model.variables, rnn_codec.cut(blob, 2), iterations=3)
+
+
+def test_file_size_within_one_percent_of_the_estimate(tiny_model):
+    model, _ = tiny_model
+    image = np.ascontiguousarray(data.EmbeddedSource(split="eval")[1][:256, :256])
+    blob = model.codec.compress(model.variables, image)
+    info = container.describe(blob)
+    payload_bits = 8 * sum(info["part_bytes"].values())
+    estimate = model.codec.estimate_bits(model.variables, image)
+    assert estimate <= payload_bits <= 1.01 * estimate, (payload_bits, estimate)
+    # Before entropy coding every iteration is exactly 1/8 bpp: 32 bits per 16 x 16 block.
+    assert model.codec.iterations * 256 * 256 / 8 == 16 * 16 * 16 * 32
+
+
+def test_rate_flags(tiny_model, photo):
+    model, _ = tiny_model
+    full = model.codec.compress(model.variables, photo)
+    four = model.codec.compress(model.variables, photo, iterations=4)
+    assert container.unpack(four).header.settings["iterations"] == 4
+    assert len(four) < len(full)
+    budget = 8 * len(rnn_codec.cut(full, 6)) / (200 * 256)
+    at_bpp = model.codec.compress(model.variables, photo, bpp=budget)
+    assert at_bpp == rnn_codec.cut(full, 6)
+    with pytest.raises(ConfigError, match="iterations must lie"):
+        model.codec.compress(model.variables, photo, iterations=17)
+    with pytest.raises(ConfigError, match="no setting"):
+        model.codec.compress(model.variables, photo, quality=3)
+
+
+def test_sabr_roundtrip_and_side_information(tiny_model, photo):
+    model, _ = tiny_model
+    blob = model.codec.compress(model.variables, photo, target_quality=14.0)
+    box = container.unpack(blob)
+    assert box.part_names[0] == "sabr" and box.header.settings["target_quality"] == 14.0
+    decoded = model.codec.decompress(model.variables, blob)
+    np.testing.assert_array_equal(decoded, model.codec.decompress(model.variables, blob))
+    assert decoded.shape == photo.shape
+    # The estimate includes the count map and matches the file like the plain mode does.
+    estimate = model.codec.estimate_bits(model.variables, photo, target_quality=14.0)
+    payload_bits = 8 * sum(container.describe(blob)["part_bytes"].values())
+    assert estimate <= payload_bits <= 1.02 * estimate + 256
+
+
+def test_count_map_coding_roundtrip():
+    rng = np.random.default_rng(0)
+    counts = rng.integers(1, 17, (7, 9)).astype(np.int32)
+    blob = sabr.encode_count_map(counts, 16)
+    np.testing.assert_array_equal(sabr.decode_count_map(blob, (7, 9), 16), counts)
+    smooth = np.full((7, 9), 5, np.int32)
+    assert len(sabr.encode_count_map(smooth, 16)) < len(blob)
+
+
+def test_sabr_compose_and_masks():
+    recon = np.stack([np.full((32, 48, 3), t, np.uint8) for t in range(4)])
+    counts = np.array([[1, 2, 3], [4, 4, 1]], np.int32)
+    image = sabr.compose(recon, counts, 16)
+    assert image[0, 0, 0] == 0 and image[0, 20, 0] == 1 and image[0, 40, 0] == 2 and image[20, 40, 0] == 0
+    mask = sabr.bit_mask(counts, 4, 16, 16)
+    assert mask.shape == (4, 2, 3) and mask.sum() == counts.sum()
+
+
+def test_corrupt_and_foreign_files(tiny_model, photo):
+    model, _ = tiny_model
+    blob = model.codec.compress(model.variables, photo, iterations=3)
+    rng = np.random.default_rng(3)
+    for case in range(60):
+        damaged = bytearray(blob)
+        if case % 2:
+            damaged = damaged[: rng.integers(1, len(damaged))]
+        else:
+            damaged[rng.integers(0, len(damaged))] ^= 1 << int(rng.integers(0, 8))
+        with pytest.raises(LcompError):
+            model.codec.decompress(model.variables, bytes(damaged))
+    other = jax.tree.map(lambda x: np.asarray(x) * 1.0001, model.variables)
+    with pytest.raises(ModelMismatchError):
+        model.codec.decompress(other, blob)
+    # A well-formed container whose parts do not fit the model's layout.
+    box = container.unpack(blob)
+    odd = container.pack(container.Container(box.header, (("t01", b"\0" * 8), ("t03", b"\0" * 8))))
+    with pytest.raises(BitstreamError, match="unexpected parts"):
+        model.codec.decompress(model.variables, odd)
+
+
+_DECODE_SCRIPT = """
+import sys, numpy as np, jax
+sys.path.insert(0, {repo!r})
+from lcomp import models
+model = models.load_model({workdir!r})
+image = model.codec.decompress(model.variables, open({path!r}, 'rb').read())
+np.save({out!r}, image)
+print(jax.device_count())
+"""
+
+
+@pytest.mark.parametrize(
+    "xla_flags, devices",
+    [
+        ("--xla_force_host_platform_device_count=1 --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1", 1),
+        ("--xla_force_host_platform_device_count=4", 4),
+    ],
+)
+def test_same_pixels_whatever_the_thread_or_device_count(tiny_model, photo, tmp_path, xla_flags, devices):
+    model, workdir = tiny_model
+    path = tmp_path / "x.lcomp"
+    path.write_bytes(model.codec.compress(model.variables, photo, iterations=6))
+    here = model.codec.decompress(model.variables, path.read_bytes())
+    script = _DECODE_SCRIPT.format(repo=str(REPO), workdir=str(workdir), path=str(path), out=str(tmp_path / "o.npy"))
+    env = dict(os.environ, XLA_FLAGS=xla_flags, OMP_NUM_THREADS="1" if devices == 1 else "2")
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == str(devices)
+    np.testing.assert_array_equal(np.load(tmp_path / "o.npy"), here)
