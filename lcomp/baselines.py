@@ -61,9 +61,10 @@ class RateDistortionCodec(abc.ABC):
         """A model's own rate estimate in bits; classical codecs have none."""
         return None
 
-    def header_bytes(self, data: bytes) -> int | None:
-        """Bytes of ``data`` that are header rather than payload, where the format makes that known."""
-        return None
+    def file_layout(self, data: bytes) -> dict[str, Any]:
+        """``header_bytes`` (int) and ``part_bytes`` ({part name: bytes}) of a file, each None where the format
+        does not say; learned codecs read them from their container, classical codecs leave them None."""
+        return {"header_bytes": None, "part_bytes": None}
 
 
 def _check_image(image) -> np.ndarray:

@@ -26,6 +26,34 @@ from lcomp.errors import LcompError
 from lcomp.reference import COLOURS, DATASETS, list_curves, load_curve
 
 PLOT_METRICS = ("psnr", "ms_ssim_db")
+
+_SOURCES_HELP = """\
+A SOURCE is an evaluation folder written by `lcomp eval`, or a published curve: ref:NAME or just NAME
+(e.g. jpeg420, bpg444, johnston-2017-cvpr, mentzer-2018-cvpr; see lcomp/reference_data/)."""
+
+PLOT_DESCRIPTION = f"""\
+Draws rate-distortion curves (bpp on x; PSNR and/or MS-SSIM in dB on y) as PNG. Our curves are solid
+with markers, published ones dashed; every label states codec, rate kind, aggregation rule, data set and
+RGB/Y.
+
+{_SOURCES_HELP}
+
+With one --metric the plot goes to --out; otherwise one PNG per metric, named OUT_<metric>.png.
+
+example:
+  lcomp plot runs/jpeg420 runs/webp bpg444 johnston-2017-cvpr --out runs/rd.png
+"""
+
+BDRATE_DESCRIPTION = f"""\
+Bjontegaard delta rate (percent; negative = fewer bits than the anchor at equal quality) and delta
+quality of every SOURCE against --anchor, with the fitting variant, the overlap of the quality ranges and
+the point counts next to each number. Prints a Markdown table; --out STEM also writes STEM.csv and STEM.md.
+
+{_SOURCES_HELP}
+
+example:
+  lcomp bdrate runs/jpeg420 --anchor jpeg420 --metric psnr        # ours vs the published JPEG curve
+"""
 _AXIS_LABEL = {"psnr": "PSNR (dB)", "ms_ssim_db": "MS-SSIM (dB) = -10 log10(1 - MS-SSIM)", "ms_ssim": "MS-SSIM"}
 
 
@@ -66,7 +94,10 @@ def load_source(
             if metric != "psnr":
                 raise LcompError(f"{source}: lcomp evaluations measure {metric} on RGB only; use --colour rgb")
             column = "psnr_y"
-        bpp, quality = results.curve(column, rule=rule, rate=rate)
+        try:
+            bpp, quality = results.curve(column, rule=rule, rate=rate)
+        except LcompError as exc:
+            raise LcompError(f"{source}: {exc}") from exc
         meta = results.meta
         label = (
             f"{meta['label']} [{rate} bpp, rule {rule}, {meta['dataset']} ({meta['n_images']} images), "
@@ -129,7 +160,8 @@ def plot_rd(
 
 def _add_source_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "sources", nargs="+", help="evaluation folders and/or published curves ('ref:NAME' or NAME, e.g. bpg444)"
+        "sources", nargs="+", metavar="SOURCE",
+        help="evaluation folders and/or published curves ('ref:NAME' or NAME, e.g. bpg444)",
     )
     parser.add_argument("--dataset", default="kodak", choices=DATASETS, help="data set of the published curves")
     parser.add_argument("--colour", default="rgb", choices=COLOURS, help="metric on RGB or on luma (Y)")
@@ -141,15 +173,19 @@ def add_plot_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     parser.add_argument(
         "--metric", action="append", choices=PLOT_METRICS, help="y axis; repeat for several (default: both)"
     )
-    parser.add_argument("--out", type=Path, required=True, help="PNG path; with several metrics, _<metric> is appended")
+    parser.add_argument(
+        "--out", type=Path, required=True, metavar="FILE.png", help="PNG path; with several metrics, _<metric> is appended"
+    )
     parser.add_argument("--estimated", action="store_true", help="also draw estimated-bpp curves of learned codecs")
-    parser.add_argument("--max-bpp", type=float, help="x-axis limit (default: 1.1 x our largest rate, else 2)")
+    parser.add_argument("--max-bpp", type=float, metavar="BPP", help="x-axis limit (default: 1.1 x our largest rate, else 2)")
     parser.add_argument("--title")
     return parser
 
 
 def run_plot(args: argparse.Namespace) -> int:
     metrics = args.metric or list(PLOT_METRICS)
+    # Every source is loaded for every metric before the first file is written: an error leaves no partial output.
+    curves_by_metric = {}
     for metric in metrics:
         curves = []
         for source in args.sources:
@@ -160,6 +196,8 @@ def run_plot(args: argparse.Namespace) -> int:
                     curves.append(load_source(source, metric, colour=args.colour, rule="A", rate="estimated"))
                 except LcompError:
                     pass  # classical codecs have no estimate
+        curves_by_metric[metric] = curves
+    for metric, curves in curves_by_metric.items():
         out = args.out if len(metrics) == 1 else args.out.with_name(f"{args.out.stem}_{metric}.png")
         plot_rd(curves, metric, out, title=args.title, max_bpp=args.max_bpp)
         print(f"wrote {out}")
@@ -176,10 +214,17 @@ def _with_aggregation_note(row, test: LabelledCurve, anchor: LabelledCurve):
 
 def add_bdrate_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     _add_source_options(parser)
-    parser.add_argument("--anchor", required=True, help="the anchor source (evaluation folder or published curve)")
-    parser.add_argument("--metric", default="ms_ssim_db", choices=("psnr", "ms_ssim_db", "ms_ssim"))
-    parser.add_argument("--variant", default="both", choices=(*VARIANTS, "both"))
-    parser.add_argument("--out", type=Path, help="write OUT.csv and OUT.md")
+    parser.add_argument(
+        "--anchor", required=True, metavar="SOURCE", help="the reference curve (evaluation folder or published curve)"
+    )
+    parser.add_argument(
+        "--metric", default="ms_ssim_db", choices=("psnr", "ms_ssim_db", "ms_ssim"), help="quality axis (default: ms_ssim_db)"
+    )
+    parser.add_argument(
+        "--variant", default="both", choices=(*VARIANTS, "both"),
+        help="BD fit: cubic (VCEG-M33), pchip (monotone, Pareto-cleaned) or both (default)",
+    )  # fmt: skip
+    parser.add_argument("--out", type=Path, metavar="STEM", help="also write STEM.csv and STEM.md")
     return parser
 
 

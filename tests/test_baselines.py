@@ -7,11 +7,11 @@ import pytest
 from PIL import Image
 
 from lcomp.baselines import BASELINES, RateDistortionCodec, chroma_format_of, get_baseline
+from lcomp.data import kodak_dir, load_image
 from lcomp.errors import BitstreamError, ConfigError, ImageError
-from lcomp.evaluate import default_images_dir
 from lcomp.metrics import psnr
 
-KODAK = default_images_dir()
+KODAK = kodak_dir()
 needs_kodak = pytest.mark.skipif(not (KODAK / "kodim01.png").is_file(), reason=f"Kodak images not found at {KODAK}")
 
 # Spec section 8.1: (codec, setting, whole-file bytes, PSNR in dB) on kodim01, with the library versions of
@@ -50,8 +50,7 @@ def _skip_without_extra(name):
 
 @pytest.fixture(scope="module")
 def kodim01():
-    with Image.open(KODAK / "kodim01.png") as img:
-        return np.asarray(img.convert("RGB"))
+    return load_image(KODAK / "kodim01.png")
 
 
 @pytest.mark.kodak
