@@ -7,7 +7,8 @@ estimated, raw or published), the aggregation rule, the data set and RGB/Y, so c
 cannot pass as comparable.
 
 Commands (wired into ``lcomp.cli``): ``lcomp plot`` (``add_plot_arguments`` / ``run_plot``) writes PNGs;
-``lcomp bdrate`` (``add_bdrate_arguments`` / ``run_bdrate``) writes a BD table as CSV and Markdown.
+``lcomp bdrate`` (``add_bdrate_arguments`` / ``run_bdrate``) writes a BD table as CSV and Markdown. From
+Python: ``load_source`` -> ``plot_rd`` / ``bd_rows`` (which notes curves that are not directly comparable).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from lcomp.bdrate import VARIANTS, bd_table, format_bd_markdown, write_bd_csv, write_bd_markdown
+from lcomp.bdrate import VARIANTS, BDRow, bd_table, format_bd_markdown, write_bd_csv, write_bd_markdown
 from lcomp.errors import LcompError
 from lcomp.reference import COLOURS, DATASETS, list_curves, load_curve
 
@@ -204,12 +205,44 @@ def run_plot(args: argparse.Namespace) -> int:
     return 0
 
 
-def _with_aggregation_note(row, test: LabelledCurve, anchor: LabelledCurve):
-    """Rows that mix aggregation rules stay in the table, but say so (spec section 4)."""
-    if test.aggregation == anchor.aggregation:
-        return row
-    note = f"aggregation differs: test rule {test.aggregation}, anchor rule {anchor.aggregation}"
-    return dataclasses.replace(row, note=f"{row.note}; {note}" if row.note else note)
+def _comparability_note(test: LabelledCurve, anchor: LabelledCurve) -> str:
+    """What makes two curves not directly comparable (spec sections 3 and 4), or ""."""
+    notes = []
+    if test.aggregation != anchor.aggregation:
+        notes.append(f"aggregation differs: test rule {test.aggregation}, anchor rule {anchor.aggregation}")
+    # Real file sizes and published rates are both entropy-coded files; raw and estimated rates are not.
+    coded = ("real", "published")
+    if test.rate_kind != anchor.rate_kind and not (test.rate_kind in coded and anchor.rate_kind in coded):
+        notes.append(f"rate kind differs: test {test.rate_kind} bpp, anchor {anchor.rate_kind} bpp")
+    return "; ".join(notes)
+
+
+def bd_rows(
+    anchor: LabelledCurve,
+    tests: Sequence[LabelledCurve],
+    metric: str,
+    *,
+    colour: str = "rgb",
+    variants: Sequence[str] = VARIANTS,
+) -> list[BDRow]:
+    """BD-rate and BD-quality of every test curve against ``anchor`` on ``metric``, one row per variant.
+
+    Rows that compare curves made differently (aggregation rule, raw or estimated rate) say so in their note.
+    """
+    curves = {anchor.name: (anchor.bpp, anchor.quality)}
+    for curve in tests:
+        if curve.name in curves:
+            raise LcompError(f"two sources are both called {curve.name!r}; give distinct evaluation folders")
+        curves[curve.name] = (curve.bpp, curve.quality)
+    rows = bd_table(curves, anchor.name, variants=variants, quality_axis=f"{metric} ({colour.upper()})")
+    by_name = {c.name: c for c in tests}
+    noted = []
+    for row in rows:
+        note = _comparability_note(by_name[row.test], anchor)
+        if note:
+            row = dataclasses.replace(row, note=f"{row.note}; {note}" if row.note else note)
+        noted.append(row)
+    return noted
 
 
 def add_bdrate_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -232,16 +265,8 @@ def run_bdrate(args: argparse.Namespace) -> int:
     options = dict(dataset=args.dataset, colour=args.colour, rule=args.rule)
     anchor = load_source(args.anchor, args.metric, **options)
     tests = [load_source(s, args.metric, **options) for s in args.sources if s != args.anchor]
-    curves = {anchor.name: (anchor.bpp, anchor.quality)}
-    for curve in tests:
-        if curve.name in curves:
-            raise LcompError(f"two sources are both called {curve.name!r}; give distinct evaluation folders")
-        curves[curve.name] = (curve.bpp, curve.quality)
     variants = VARIANTS if args.variant == "both" else (args.variant,)
-    axis = f"{args.metric} ({args.colour.upper()})"
-    rows = bd_table(curves, anchor.name, variants=variants, quality_axis=axis)
-    by_name = {c.name: c for c in tests}
-    rows = [_with_aggregation_note(row, by_name[row.test], anchor) for row in rows]
+    rows = bd_rows(anchor, tests, args.metric, colour=args.colour, variants=variants)
     print(f"anchor: {anchor.label}")
     for curve in tests:
         print(f"test:   {curve.name} = {curve.label}")
