@@ -1,10 +1,13 @@
 """Rate-distortion evaluation of any codec on a folder of images, on real files.
 
-For every image and every setting of the codec's sweep the image is encoded to a complete file, the file is
-decoded, and the decoded uint8 image is compared with the original:
+Images come through ``lcomp.data`` (a folder, any ``ImageSource``, image paths, or in-memory arrays; files
+are decoded by ``load_image``) and are checked against a ``SHA256SUMS`` file in their folder when there is one
+(the default Kodak folder must have one). For every image and every setting of the codec's sweep the image is
+encoded to a complete file, the file is decoded, and the decoded uint8 image is compared with the original:
 
 * rate: **real** bpp = ``8 * len(file) / (H * W)`` (the whole file, header included), next to the model's
-  **estimated** bpp for learned codecs and the header bytes where the container tells them;
+  **estimated** bpp (payload) for learned codecs, and the container's header and per-part bytes
+  (``lcomp.container.describe``) for lcomp files;
 * distortion: PSNR, PSNR-Y, MS-SSIM and MS-SSIM dB (``lcomp.metrics``);
 * time: encode and decode wall time, after one untimed warm-up per image shape and setting (so JIT
   compilation is not counted).
