@@ -4,8 +4,9 @@
     lcomp compress   (--codec NAME | --checkpoint DIR) [--iterations N | --target-quality Q | --bpp B] IN OUT
     lcomp decompress [--checkpoint DIR] [--iterations N] IN OUT
     lcomp info       FILE
-    lcomp eval       (--codec NAME | --checkpoint DIR) --images DIR --out DIR
-    lcomp plot / bdrate   RD plots and BD-rate tables
+    lcomp eval       (--codec NAME | --checkpoint DIR) [--images DIR] --out DIR
+    lcomp plot       SOURCE... --out FILE.png          RD curves of eval folders and published curves
+    lcomp bdrate     SOURCE... --anchor SOURCE [--out STEM]   BD-rate table (Markdown, CSV)
     lcomp demo       train a tiny model on the embedded photographs, then compress and plot
     lcomp bench      speed and memory of the recurrent coder
 
@@ -168,23 +169,35 @@ def cmd_bench(args, overrides) -> int:
 
 
 def _add_evaluation_commands(sub) -> None:
-    try:
-        from lcomp import evaluate, plots  # light modules: they import their heavy dependencies lazily
-    except ImportError:  # TEMPORARY until the evaluation branch lands
-        return
+    from lcomp import evaluate, plots
 
-    p = sub.add_parser("eval", help="rate-distortion evaluation on real files over a folder of images")
+    raw = argparse.RawDescriptionHelpFormatter
+    p = sub.add_parser(
+        "eval",
+        help="rate-distortion evaluation on real files over a folder of images",
+        description=evaluate.EVAL_DESCRIPTION,
+        formatter_class=raw,
+    )
     evaluate.add_eval_arguments(p)
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("plot", help="RD curves (ours, classical codecs, published) as PNG")
+    p = sub.add_parser(
+        "plot",
+        help="RD curves (ours, classical codecs, published) as PNG",
+        description=plots.PLOT_DESCRIPTION,
+        formatter_class=raw,
+    )
     plots.add_plot_arguments(p)
     p.set_defaults(func=cmd_plot)
 
-    p = sub.add_parser("bdrate", help="BD-rate tables against an anchor (CSV and Markdown)")
+    p = sub.add_parser(
+        "bdrate",
+        help="BD-rate tables against an anchor (CSV and Markdown)",
+        description=plots.BDRATE_DESCRIPTION,
+        formatter_class=raw,
+    )
     plots.add_bdrate_arguments(p)
     p.set_defaults(func=cmd_bdrate)
-
 
 
 def build_parser() -> argparse.ArgumentParser:

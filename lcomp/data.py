@@ -6,7 +6,8 @@ Sections, in the order a newcomer meets them:
    ``uint8`` array of shape ``(H, W, 3)``; this is the one place where files become such arrays.
 2. Image sources: ordered, indexable collections of images (:class:`FolderSource`, :class:`EmbeddedSource`,
    :class:`TfdsSource`, :class:`ArraySource`) and :func:`make_source`, which builds one from a config section.
-3. Kodak: where the shipped test set lives (:func:`kodak_dir`) and its integrity check (:func:`verify_kodak`).
+3. Kodak: where the shipped test set lives (:func:`kodak_dir`) and its integrity check (:func:`verify_kodak`,
+   built on :func:`verify_sha256sums`, which any image folder with a ``SHA256SUMS`` file can use).
 4. Training batches (:class:`TrainBatches`): a batch is a pure function of ``(seed, step)``, so a resumed run
    sees exactly the batches an uninterrupted run would have seen.
 5. Evaluation helpers: :func:`pad_to_multiple`, :func:`crop`, :func:`eval_images`.
@@ -60,6 +61,7 @@ __all__ = [
     "KODAK_ENV_VAR",
     "kodak_dir",
     "verify_kodak",
+    "verify_sha256sums",
     "kodak_source",
     "TrainBatches",
     "pad_to_multiple",
@@ -722,7 +724,15 @@ def kodak_dir() -> Path:
 
 
 def verify_kodak(path: str | os.PathLike | None = None) -> list[str]:
-    """Check every file listed in ``SHA256SUMS`` inside the Kodak folder; return the verified file names.
+    """Check the Kodak folder (default :func:`kodak_dir`) against its ``SHA256SUMS``; see :func:`verify_sha256sums`."""
+    folder = Path(path) if path is not None else kodak_dir()
+    if not folder.is_dir():
+        raise ImageError(f"Kodak folder {folder} does not exist (set {KODAK_ENV_VAR} to its location)")
+    return verify_sha256sums(folder)
+
+
+def verify_sha256sums(folder: str | os.PathLike) -> list[str]:
+    """Check every file listed in ``SHA256SUMS`` inside ``folder``; return the verified file names.
 
     ``SHA256SUMS`` has the ``sha256sum`` format (``<hex digest>  <file name>``, or ``*<file name>``).
 
@@ -730,12 +740,12 @@ def verify_kodak(path: str | os.PathLike | None = None) -> list[str]:
       ImageError: folder or ``SHA256SUMS`` missing, a listed file missing, or a digest mismatch (all problems
         are listed in one message).
     """
-    folder = Path(path) if path is not None else kodak_dir()
+    folder = Path(folder)
     sums_file = folder / "SHA256SUMS"
     if not folder.is_dir():
-        raise ImageError(f"Kodak folder {folder} does not exist (set {KODAK_ENV_VAR} to its location)")
+        raise ImageError(f"image folder {folder} does not exist")
     if not sums_file.is_file():
-        raise ImageError(f"{sums_file} is missing; cannot verify the Kodak images")
+        raise ImageError(f"{sums_file} is missing; cannot verify the images")
     expected: dict[str, str] = {}
     for line_number, line in enumerate(sums_file.read_text().splitlines(), start=1):
         if not line.strip():
@@ -756,7 +766,7 @@ def verify_kodak(path: str | os.PathLike | None = None) -> list[str]:
         if actual != digest:
             problems.append(f"{file_name}: sha256 {actual} != expected {digest}")
     if problems:
-        raise ImageError(f"Kodak folder {folder} failed its hash check:\n  " + "\n  ".join(problems))
+        raise ImageError(f"{folder} failed its SHA-256 check ({sums_file.name}):\n  " + "\n  ".join(problems))
     return sorted(expected)
 
 

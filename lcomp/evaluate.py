@@ -1,10 +1,13 @@
 """Rate-distortion evaluation of any codec on a folder of images, on real files.
 
-For every image and every setting of the codec's sweep the image is encoded to a complete file, the file is
-decoded, and the decoded uint8 image is compared with the original:
+Images come through ``lcomp.data`` (a folder, any ``ImageSource``, image paths, or in-memory arrays; files
+are decoded by ``load_image``) and are checked against a ``SHA256SUMS`` file in their folder when there is one
+(the default Kodak folder must have one). For every image and every setting of the codec's sweep the image is
+encoded to a complete file, the file is decoded, and the decoded uint8 image is compared with the original:
 
 * rate: **real** bpp = ``8 * len(file) / (H * W)`` (the whole file, header included), next to the model's
-  **estimated** bpp for learned codecs and the header bytes where the container tells them;
+  **estimated** bpp (payload) for learned codecs, and the container's header and per-part bytes
+  (``lcomp.container.describe``) for lcomp files;
 * distortion: PSNR, PSNR-Y, MS-SSIM and MS-SSIM dB (``lcomp.metrics``);
 * time: encode and decode wall time, after one untimed warm-up per image shape and setting (so JIT
   compilation is not counted).
@@ -27,7 +30,6 @@ import argparse
 import csv
 import dataclasses
 import datetime
-import hashlib
 import json
 import math
 import os
@@ -39,15 +41,24 @@ from typing import Any
 
 import jax
 import numpy as np
-from PIL import Image
 from tqdm.auto import tqdm
 
 import lcomp
+from lcomp import container
 from lcomp.baselines import RateDistortionCodec, baseline_names, get_baseline
+from lcomp.data import (
+    KODAK_ENV_VAR,
+    ArraySource,
+    EmbeddedSource,
+    FolderSource,
+    ImageSource,
+    kodak_dir,
+    load_image,
+    verify_sha256sums,
+)
 from lcomp.errors import BitstreamError, ConfigError, ImageError, LcompError
 from lcomp.metrics import MS_SSIM_MIN_SIDE, ms_ssim, ms_ssim_to_db, psnr, psnr_y
 
-IMAGE_SUFFIXES = (".png", ".ppm", ".pgm", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg", ".webp")
 #: Mentzer et al.'s grid for rule B.
 DEFAULT_BPP_GRID = np.linspace(0.1, 1.4, 50)
 #: Rule B keeps a grid point when more than this fraction of the images cover it (as Mentzer et al.).
@@ -59,6 +70,7 @@ BY_SETTING_FILE = "rd_by_setting.csv"
 BY_GRID_FILE = "rd_by_bpp_grid.csv"
 SUMMARY_FILE = "summary.md"
 META_FILE = "meta.json"
+OUTPUT_FILES = (PER_IMAGE_FILE, BY_SETTING_FILE, BY_GRID_FILE, SUMMARY_FILE, META_FILE)
 
 BY_SETTING_COLUMNS = (
     "codec", "setting", "n_images", "bpp", "bpp_estimated", "header_bytes", "psnr", "psnr_y", "ms_ssim",
@@ -67,50 +79,69 @@ BY_SETTING_COLUMNS = (
 BY_GRID_COLUMNS = ("codec", "bpp", "n_images", "psnr", "psnr_y", "ms_ssim", "ms_ssim_db")
 
 
-# --- images --------------------------------------------------------------------------------------------------
+# --- images ---------------------------------------------------------------------------------------------------
+
+#: The Kodak folder (``$LCOMP_KODAK``, else ``../shared/data/kodak``); an alias of ``lcomp.data.kodak_dir``.
+default_images_dir = kodak_dir
+
+CHECKSUM_FILE = "SHA256SUMS"
 
 
-def default_images_dir() -> Path:
-    """The Kodak folder: ``$LCOMP_KODAK``, else ``../shared/data/kodak`` next to the project checkout."""
-    if os.environ.get("LCOMP_KODAK"):
-        return Path(os.environ["LCOMP_KODAK"]).expanduser()
-    return Path(lcomp.__file__).resolve().parents[1].parent / "shared" / "data" / "kodak"
+class _PathsSource(ImageSource):
+    """Image files given one by one (decoded with ``lcomp.data.load_image``, like every other source)."""
+
+    def __init__(self, paths: Sequence[str | Path]):
+        self.paths = [Path(p) for p in paths]
+        super().__init__([p.stem for p in self.paths], cache=False)
+
+    def _load(self, index: int) -> np.ndarray:
+        return load_image(self.paths[index])
 
 
-def list_images(folder: str | Path) -> list[Path]:
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ImageError(f"image folder {folder} does not exist")
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+def _as_source(images) -> ImageSource:
+    """A folder, an ``ImageSource``, a list of image paths, or a mapping name -> uint8 array, as a source."""
+    if isinstance(images, ImageSource):
+        return images
+    if isinstance(images, (str, Path)):
+        return FolderSource(images, cache=False)
+    if isinstance(images, Mapping):
+        return ArraySource(list(images.values()), names=[str(k) for k in images])
+    paths = list(images)
     if not paths:
-        raise ImageError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
-    return paths
+        raise ImageError("no images to evaluate")
+    return _PathsSource(paths)
 
 
-def _read_image(path: Path) -> np.ndarray:
-    # Plain decode to 8-bit RGB; never apply the PNG gAMA chunk (spec 1.1). To be replaced by lcomp.data.
-    try:
-        with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"))
-    except OSError as exc:
-        raise ImageError(f"cannot read image {path}: {exc}") from exc
+def _describe_source(source: ImageSource) -> tuple[str, str]:
+    """(data set name, where the images come from) for the results' metadata."""
+    if isinstance(source, FolderSource):
+        return source.root.name, str(source.root)
+    if isinstance(source, EmbeddedSource):
+        return f"embedded-{source.split}", str(source.root)
+    paths = getattr(source, "paths", None)
+    if paths:
+        return Path(paths[0]).parent.name, str(Path(paths[0]).parent)
+    return "arrays", "in-memory arrays"
 
 
-def verify_checksums(paths: Sequence[Path]) -> bool:
-    """Checks images against a ``SHA256SUMS`` file in their folder; False when there is none to check."""
-    sums_file = paths[0].parent / "SHA256SUMS" if paths else None
-    if sums_file is None or not sums_file.is_file():
+def verify_checksums(source: ImageSource, count: int, required: bool = False) -> bool:
+    """Checks the first ``count`` images' files against the ``SHA256SUMS`` file of their folder.
+
+    Uses ``lcomp.data.verify_sha256sums`` (every file the list names is hashed, as for Kodak). Returns False
+    when there is no list to check against or the images are not files, unless ``required``; raises
+    ``ImageError`` when a file does not match or an evaluated file is not listed.
+    """
+    paths = [Path(p) for p in (getattr(source, "paths", None) or [])][:count]
+    folders = {p.parent for p in paths}
+    if len(paths) != count or len(folders) != 1 or not (paths[0].parent / CHECKSUM_FILE).is_file():
+        if required:
+            raise ImageError(f"cannot verify these images: no {CHECKSUM_FILE} next to them")
         return False
-    expected = {}
-    for line in sums_file.read_text().splitlines():
-        if line.strip():
-            digest, name = line.split(maxsplit=1)
-            expected[name.lstrip("*")] = digest
-    for path in paths:
-        if path.name not in expected:
-            raise ImageError(f"{path.name} is not listed in {sums_file}")
-        if hashlib.sha256(path.read_bytes()).hexdigest() != expected[path.name]:
-            raise ImageError(f"{path} does not match its SHA-256 in {sums_file}: the test image was altered")
+    folder = folders.pop()
+    verified = set(verify_sha256sums(folder))
+    unlisted = [p.name for p in paths if p.name not in verified]
+    if unlisted:
+        raise ImageError(f"{', '.join(unlisted)} not listed in {folder / CHECKSUM_FILE}; cannot verify them")
     return True
 
 
@@ -118,12 +149,17 @@ def verify_checksums(paths: Sequence[Path]) -> bool:
 
 
 class LearnedCodecAdapter(RateDistortionCodec):
-    """Presents an lcomp ``Codec`` (``lcomp.codecs.base``) plus its variables as a rate-distortion codec."""
+    """Presents an lcomp ``Codec`` (``lcomp.codecs.base``) plus its variables as a rate-distortion codec.
 
-    def __init__(self, codec, variables, label: str | None = None):
+    ``model`` describes where the variables come from (``{"source": ..., "fingerprint": ...}``); it goes into
+    the results' metadata.
+    """
+
+    def __init__(self, codec, variables, label: str | None = None, model: Mapping[str, str] | None = None):
         self.codec = codec
         self.variables = variables
         self.name = codec.name
+        self.model = dict(model) if model else None
         self._label = label
 
     @property
@@ -142,42 +178,46 @@ class LearnedCodecAdapter(RateDistortionCodec):
     def estimate_bits(self, image: np.ndarray, **setting) -> float | None:
         return float(self.codec.estimate_bits(self.variables, image, **setting))
 
-    def header_bytes(self, data: bytes) -> int | None:
-        return container_header_bytes(data)
+    def file_layout(self, data: bytes) -> dict[str, Any]:
+        return container_layout(data)
 
 
-def container_header_bytes(data: bytes) -> int | None:
-    """Header size of an lcomp container file via ``lcomp.container.describe``; None where unavailable."""
+def container_layout(data: bytes) -> dict[str, Any]:
+    """``header_bytes`` and ``part_bytes`` of an lcomp container file, from ``lcomp.container.describe``.
+
+    Both are None for a file in another format (e.g. a test codec's own), which the codec itself decoded.
+    """
     try:
-        from lcomp.container import describe
-    except ImportError:
-        return None
-    try:
-        info = describe(data)
+        info = container.describe(data)
     except LcompError:
-        return None  # not an lcomp container (e.g. a test codec's own format)
-    for key in ("header_bytes", "header_size"):
-        value = info.get(key) if isinstance(info, Mapping) else getattr(info, key, None)
-        if value is not None:
-            return int(value)
-    return None
+        return {"header_bytes": None, "part_bytes": None}
+    return {"header_bytes": int(info["header_bytes"]), "part_bytes": dict(info["part_bytes"])}
 
 
 def resolve_codec(name: str | None = None, checkpoint: str | Path | None = None) -> RateDistortionCodec:
     """A classical codec by name, a shipped learned model by name, or a trained model from a checkpoint."""
-    if checkpoint is None and name in baseline_names():
-        return get_baseline(name)
-    if checkpoint is None and not name:
-        raise ConfigError("give a codec name (--codec) or a trained model (--checkpoint)")
-    try:
-        from lcomp import models
-    except ImportError as exc:
-        raise ConfigError(
-            f"learned codecs are loaded through lcomp.models, which this installation lacks ({exc}); "
-            f"classical codecs: {', '.join(baseline_names())}"
-        ) from exc
-    codec, variables = models.load_model(checkpoint) if checkpoint is not None else models.load_shipped(name)
-    return LearnedCodecAdapter(codec, variables)
+    if checkpoint is None:
+        if not name:
+            raise ConfigError("give a codec name (--codec) or a trained model (--checkpoint DIR)")
+        if name in baseline_names():
+            return get_baseline(name)
+    from lcomp import models  # jax/flax/orbax: only when a learned codec is asked for
+    from lcomp.codecs import registry
+
+    if checkpoint is not None:
+        loaded = models.load_model(checkpoint)
+        if name and name != loaded.codec.name:
+            raise ConfigError(f"--codec {name} does not match the model in {checkpoint}, a {loaded.codec.name} model")
+    else:
+        if name not in registry.names():
+            raise ConfigError(
+                f"unknown codec {name!r}; classical codecs: {', '.join(baseline_names())}; learned codecs "
+                f"(shipped models): {', '.join(registry.names()) or 'none'}; or a trained model with --checkpoint DIR"
+            )
+        loaded = models.load_shipped(name)
+    return LearnedCodecAdapter(
+        loaded.codec, loaded.variables, model={"source": loaded.source, "fingerprint": loaded.fingerprint.hex()}
+    )
 
 
 # --- evaluation ----------------------------------------------------------------------------------------------
@@ -297,26 +337,49 @@ class EvalResults:
         column = "bpp" if rate == "real" else "bpp_estimated"
         points = [(r[column], r[metric]) for r in rows if r.get(column) is not None and r.get(metric) is not None]
         if not points:
-            raise LcompError(f"no {rate} {metric} values in these results")
+            hint = f" (MS-SSIM needs images of at least {MS_SSIM_MIN_SIDE} px per side)" if "ms_ssim" in metric else ""
+            raise LcompError(f"no {rate} {metric} values in these results{hint}")
         bpp, quality = np.array(points, dtype=np.float64).T
         return bpp, quality
-
-
-def _images_from(images) -> tuple[list[tuple[str, Path | None, np.ndarray | None]], str]:
-    """Normalises the accepted image inputs to ``[(name, path or None, array or None)]`` and a data set name."""
-    if isinstance(images, (str, Path)):
-        folder = Path(images)
-        return [(p.name, p, None) for p in list_images(folder)], folder.name
-    if isinstance(images, Mapping):
-        return [(str(k), None, np.asarray(v)) for k, v in images.items()], "arrays"
-    paths = [Path(p) for p in images]
-    return [(p.name, p, None) for p in paths], paths[0].parent.name if paths else "none"
 
 
 def _versions() -> dict[str, str]:
     import PIL
 
     return {"lcomp": lcomp.__version__, "jax": jax.__version__, "numpy": np.__version__, "pillow": PIL.__version__}
+
+
+def _round_trip(codec: RateDistortionCodec, name: str, original: np.ndarray, setting: dict) -> dict[str, Any]:
+    """Encodes ``original`` to a file, decodes it, and returns the per-image record (rate, quality, time)."""
+    sid = setting_id(setting)
+    start = time.perf_counter()
+    data = codec.encode(original, **setting)
+    encode_s = time.perf_counter() - start
+    start = time.perf_counter()
+    decoded = np.asarray(codec.decode(data))
+    decode_s = time.perf_counter() - start
+    if decoded.shape != original.shape or decoded.dtype != np.uint8:
+        raise BitstreamError(
+            f"{codec.name} at {sid} decoded {name} to {decoded.dtype} {decoded.shape}, expected uint8 {original.shape}"
+        )
+    estimated_bits = codec.estimate_bits(original, **setting)
+    height, width = original.shape[:2]
+    pixels = height * width
+    return {
+        "codec": codec.name,
+        "image": name,
+        "height": height,
+        "width": width,
+        "setting": setting,
+        "setting_id": sid,
+        "bytes": len(data),
+        "bpp": 8.0 * len(data) / pixels,
+        "bpp_estimated": None if estimated_bits is None else estimated_bits / pixels,
+        **codec.file_layout(data),  # header_bytes, part_bytes
+        **_measure(original, decoded),
+        "encode_s": encode_s,
+        "decode_s": decode_s,
+    }
 
 
 def evaluate_codec(
@@ -331,82 +394,63 @@ def evaluate_codec(
     warmup: bool = True,
     progress: bool = True,
     dataset: str | None = None,
+    require_checksums: bool = False,
 ) -> EvalResults:
-    """Evaluates ``codec`` on ``images`` (a folder, a list of paths, or a mapping name -> uint8 array).
+    """Evaluates ``codec`` on ``images``: a folder, an ``lcomp.data.ImageSource``, a list of image paths, or a
+    mapping name -> uint8 array. Files are decoded with ``lcomp.data.load_image``.
 
-    ``settings`` overrides the codec's own sweep. ``aggregate`` picks rule "A", "B" or both. With ``out_dir``
-    the results are also written there (see the module docstring).
+    ``settings`` overrides the codec's own sweep. ``aggregate`` picks rule "A", "B" or both. Image files are
+    checked against a ``SHA256SUMS`` file in their folder when there is one (``require_checksums``: there must
+    be one). With ``out_dir`` the results are also written there (see the module docstring).
     """
     aggregate = tuple(a.upper() for a in aggregate)
     if not aggregate or any(a not in AGGREGATIONS for a in aggregate):
         raise ConfigError(f"aggregate must be a subset of {AGGREGATIONS}, got {aggregate}")
-    items, default_dataset = _images_from(images)
-    if max_images is not None:
-        items = items[:max_images]
-    if not items:
-        raise ImageError("no images to evaluate")
-    paths = [p for _, p, _ in items if p is not None]
-    checksums = verify_checksums(paths) if len(paths) == len(items) else False
+    if max_images is not None and max_images < 1:
+        raise ConfigError(f"max_images must be at least 1, got {max_images}")
+    source = _as_source(images)
+    count = len(source) if max_images is None else min(max_images, len(source))
+    default_dataset, where = _describe_source(source)
+    checksums = verify_checksums(source, count, required=require_checksums)
     settings = [dict(s) for s in (codec.settings() if settings is None else settings)]
     if not settings:
         raise ConfigError(f"codec {codec.name} has no settings to evaluate")
 
     records: list[dict[str, Any]] = []
     warmed: set[tuple[tuple[int, ...], str]] = set()
-    bar = tqdm(items, desc=f"eval {codec.name}", unit="img", disable=not progress)
-    for name, path, array in bar:
-        original = _read_image(path) if array is None else array
-        if original.dtype != np.uint8 or original.ndim != 3 or original.shape[-1] != 3:
-            raise ImageError(f"{name}: expected uint8 H x W x 3, got {original.dtype} {original.shape}")
-        height, width = original.shape[:2]
-        for setting in settings:
-            sid = setting_id(setting)
-            if warmup and (original.shape, sid) not in warmed:
-                codec.decode(codec.encode(original, **setting))  # compile / load libraries, untimed
-                warmed.add((original.shape, sid))
-            start = time.perf_counter()
-            data = codec.encode(original, **setting)
-            encode_s = time.perf_counter() - start
-            start = time.perf_counter()
-            decoded = np.asarray(codec.decode(data))
-            decode_s = time.perf_counter() - start
-            if decoded.shape != original.shape or decoded.dtype != np.uint8:
-                raise BitstreamError(
-                    f"{codec.name} at {sid} decoded {name} to {decoded.dtype} {decoded.shape}, "
-                    f"expected uint8 {original.shape}"
-                )
-            estimated_bits = codec.estimate_bits(original, **setting)
-            pixels = height * width
-            records.append(
-                {
-                    "codec": codec.name,
-                    "image": name,
-                    "height": height,
-                    "width": width,
-                    "setting": setting,
-                    "setting_id": sid,
-                    "bytes": len(data),
-                    "bpp": 8.0 * len(data) / pixels,
-                    "bpp_estimated": None if estimated_bits is None else estimated_bits / pixels,
-                    "header_bytes": codec.header_bytes(data),
-                    **_measure(original, decoded),
-                    "encode_s": encode_s,
-                    "decode_s": decode_s,
-                }
-            )
-        bar.set_postfix(settings=len(settings))
+    bar = tqdm(total=count * len(settings), desc=f"eval {codec.name}", unit="file", disable=not progress)
+    try:
+        for index in range(count):
+            name, original = source.names[index], source[index]
+            for setting in settings:
+                sid = setting_id(setting)
+                bar.set_postfix_str(f"{name} {sid}")
+                if warmup and (original.shape, sid) not in warmed:
+                    codec.decode(codec.encode(original, **setting))  # compile / load libraries, untimed
+                    warmed.add((original.shape, sid))
+                records.append(_round_trip(codec, name, original, setting))
+                bar.update()
+    except BaseException:
+        bar.leave = False  # the error message then starts on a clean line, not behind a half-drawn bar
+        raise
+    finally:
+        bar.close()
 
     device = jax.devices()[0]
     meta = {
         "codec": codec.name,
         "label": codec.label,
+        "model": getattr(codec, "model", None),
         "dataset": dataset or default_dataset,
-        "images": str(paths[0].parent) if paths else "in-memory arrays",
-        "n_images": len(items),
+        "images": where,
+        "n_images": count,
         "checksums_verified": checksums,
         "settings": settings,
         "aggregation": list(aggregate),
-        "rate": "real: 8 * whole-file bytes / (H * W); bpp_estimated: the model's estimate where it has one",
+        "rate": (
+            "real: 8 * whole-file bytes / (H * W); bpp_estimated: the model's estimate of the payload where it "
+            "has one; header_bytes and part_bytes from the container where the file is an lcomp container"
+        ),
         "psnr_mean": "mean of per-image PSNR, infinite values excluded (counted in n_psnr_inf)",
         "ms_ssim_mean": "linear mean over images, then converted to dB",
         "bpp_grid": [float(b) for b in np.asarray(bpp_grid)] if "B" in aggregate else None,
@@ -470,6 +514,7 @@ def format_summary(results: EvalResults) -> str:
         f"# RD evaluation: {meta['codec']}",
         "",
         f"- Codec: {meta['label']}",
+        *([f"- Model: {meta['model']['source']}, fingerprint {meta['model']['fingerprint']}"] if meta.get("model") else []),
         f"- Images: {meta['n_images']} from `{meta['images']}` (data set `{meta['dataset']}`; "
         f"SHA-256 {'verified' if meta['checksums_verified'] else 'not checked'})",
         f"- Rate: {meta['rate']}",
@@ -482,12 +527,14 @@ def format_summary(results: EvalResults) -> str:
         lines += [
             "## Rule A: mean over images at each setting",
             "",
-            "| Setting | bpp (real) | bpp (estimated) | PSNR (dB) | PSNR-Y (dB) | MS-SSIM | MS-SSIM (dB) | encode (s) | decode (s) |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| Setting | bpp (real) | bpp (estimated) | header (bytes) | PSNR (dB) | PSNR-Y (dB) | MS-SSIM "
+            "| MS-SSIM (dB) | encode (s) | decode (s) |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in results.by_setting:
             lines.append(
-                f"| {r['setting']} | {_fmt(r['bpp'], 4)} | {_fmt(r['bpp_estimated'], 4)} | {_fmt(r['psnr'])} "
+                f"| {r['setting']} | {_fmt(r['bpp'], 4)} | {_fmt(r['bpp_estimated'], 4)} "
+                f"| {_fmt(r['header_bytes'], 1)} | {_fmt(r['psnr'])} "
                 f"| {_fmt(r['psnr_y'])} | {_fmt(r['ms_ssim'], 5)} | {_fmt(r['ms_ssim_db'])} "
                 f"| {_fmt(r['encode_s'], 4)} | {_fmt(r['decode_s'], 4)} |"
             )
@@ -571,40 +618,70 @@ def parse_settings(text: str) -> list[dict[str, Any]]:
     return [{knob.strip(): _parse_value(v.strip())} for v in values.split(",") if v.strip()]
 
 
+EVAL_DESCRIPTION = f"""\
+Encodes every image at every setting of the codec's sweep to a real file, decodes it, and measures
+real bpp (8 x whole-file bytes / pixels), PSNR, PSNR-Y and MS-SSIM on the decoded 8-bit RGB image.
+Learned codecs also report their estimated bpp and the container's header and part bytes.
+
+Writes into --out: {PER_IMAGE_FILE} (one record per image and setting), {BY_SETTING_FILE} (rule A),
+{BY_GRID_FILE} (rule B, with --aggregate B), {SUMMARY_FILE} and {META_FILE}. Feed the folder to
+`lcomp plot` and `lcomp bdrate`.
+
+examples:
+  lcomp eval --codec jpeg420 --out runs/jpeg420                      # 24 Kodak images, checksums verified
+  lcomp eval --codec webp --images DIR --settings quality=20,50,80 --out runs/webp
+  lcomp eval --checkpoint WORKDIR --max-images 4 --out runs/mine     # a trained model
+"""
+
+
 def add_eval_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument(
-        "--codec",
-        help=f"classical codec ({', '.join(baseline_names())}) or the name of a shipped learned model",
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--codec", help=f"a classical codec ({', '.join(baseline_names())}) or a codec with a shipped model"
     )
-    parser.add_argument("--checkpoint", type=Path, help="evaluate a trained model from this folder instead")
-    parser.add_argument("--images", type=Path, help="image folder (default: Kodak, $LCOMP_KODAK or ../shared/data/kodak)")
-    parser.add_argument("--out", type=Path, required=True, help="output folder for per-image records, CSVs, summary")
-    parser.add_argument("--settings", type=parse_settings, help="override the sweep: JSON list or 'knob=v1,v2,...'")
-    parser.add_argument("--max-images", type=int, help="evaluate only the first N images (sorted by name)")
+    source.add_argument(
+        "--checkpoint", type=Path, metavar="DIR", help="a trained model: a training workdir or exported model folder"
+    )
+    parser.add_argument(
+        "--images", type=Path, metavar="DIR",
+        help=f"folder of images (default: Kodak from ${KODAK_ENV_VAR} or ../shared/data/kodak, SHA-256 verified)",
+    )  # fmt: skip
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder (created if missing)")
+    parser.add_argument(
+        "--settings", metavar="SWEEP",
+        help="replace the codec's sweep: 'knob=v1,v2,...' (e.g. quality=20,50,80) or a JSON list of settings",
+    )  # fmt: skip
+    parser.add_argument("--max-images", type=int, metavar="N", help="only the first N images (sorted by name)")
     parser.add_argument(
         "--aggregate",
         default="A",
-        help="A: mean per setting; B: per-image interpolation on a bpp grid (Mentzer et al.); 'A,B' for both",
+        help="A: mean over images per setting (default); B: per-image interpolation on a bpp grid "
+        "(Mentzer et al.); A,B: both",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    if args.images is None:
+        images = kodak_dir()
+        if not images.is_dir():
+            raise ImageError(f"the Kodak images are not at {images}; set {KODAK_ENV_VAR} or pass --images DIR")
+    else:
+        images = args.images
     codec = resolve_codec(args.codec, args.checkpoint)
-    images = args.images if args.images is not None else default_images_dir()
-    if args.images is None and not images.is_dir():
-        raise ImageError(f"the Kodak images are not at {images}; set LCOMP_KODAK or pass --images DIR")
     aggregate = tuple(a.strip() for a in str(args.aggregate).split(",") if a.strip())
     results = evaluate_codec(
         codec,
         images,
         args.out,
-        settings=args.settings,
+        settings=None if args.settings is None else parse_settings(args.settings),
         aggregate=aggregate,
         max_images=args.max_images,
         progress=not args.no_progress,
+        require_checksums=args.images is None,  # the default test set is always verified
     )
     print(format_summary(results))
-    print(f"wrote {args.out}")
+    written = [name for name in OUTPUT_FILES if (args.out / name).is_file()]
+    print(f"wrote {args.out}/: {', '.join(written)}")
     return 0

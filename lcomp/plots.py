@@ -7,7 +7,8 @@ estimated, raw or published), the aggregation rule, the data set and RGB/Y, so c
 cannot pass as comparable.
 
 Commands (wired into ``lcomp.cli``): ``lcomp plot`` (``add_plot_arguments`` / ``run_plot``) writes PNGs;
-``lcomp bdrate`` (``add_bdrate_arguments`` / ``run_bdrate``) writes a BD table as CSV and Markdown.
+``lcomp bdrate`` (``add_bdrate_arguments`` / ``run_bdrate``) writes a BD table as CSV and Markdown. From
+Python: ``load_source`` -> ``plot_rd`` / ``bd_rows`` (which notes curves that are not directly comparable).
 """
 
 from __future__ import annotations
@@ -21,11 +22,39 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from lcomp.bdrate import VARIANTS, bd_table, format_bd_markdown, write_bd_csv, write_bd_markdown
+from lcomp.bdrate import VARIANTS, BDRow, bd_table, format_bd_markdown, write_bd_csv, write_bd_markdown
 from lcomp.errors import LcompError
 from lcomp.reference import COLOURS, DATASETS, list_curves, load_curve
 
 PLOT_METRICS = ("psnr", "ms_ssim_db")
+
+_SOURCES_HELP = """\
+A SOURCE is an evaluation folder written by `lcomp eval`, or a published curve: ref:NAME or just NAME
+(e.g. jpeg420, bpg444, johnston-2017-cvpr, mentzer-2018-cvpr; see lcomp/reference_data/)."""
+
+PLOT_DESCRIPTION = f"""\
+Draws rate-distortion curves (bpp on x; PSNR and/or MS-SSIM in dB on y) as PNG. Our curves are solid
+with markers, published ones dashed; every label states codec, rate kind, aggregation rule, data set and
+RGB/Y.
+
+{_SOURCES_HELP}
+
+With one --metric the plot goes to --out; otherwise one PNG per metric, named OUT_<metric>.png.
+
+example:
+  lcomp plot runs/jpeg420 runs/webp bpg444 johnston-2017-cvpr --out runs/rd.png
+"""
+
+BDRATE_DESCRIPTION = f"""\
+Bjontegaard delta rate (percent; negative = fewer bits than the anchor at equal quality) and delta
+quality of every SOURCE against --anchor, with the fitting variant, the overlap of the quality ranges and
+the point counts next to each number. Prints a Markdown table; --out STEM also writes STEM.csv and STEM.md.
+
+{_SOURCES_HELP}
+
+example:
+  lcomp bdrate runs/jpeg420 --anchor jpeg420 --metric psnr        # ours vs the published JPEG curve
+"""
 _AXIS_LABEL = {"psnr": "PSNR (dB)", "ms_ssim_db": "MS-SSIM (dB) = -10 log10(1 - MS-SSIM)", "ms_ssim": "MS-SSIM"}
 
 
@@ -66,7 +95,10 @@ def load_source(
             if metric != "psnr":
                 raise LcompError(f"{source}: lcomp evaluations measure {metric} on RGB only; use --colour rgb")
             column = "psnr_y"
-        bpp, quality = results.curve(column, rule=rule, rate=rate)
+        try:
+            bpp, quality = results.curve(column, rule=rule, rate=rate)
+        except LcompError as exc:
+            raise LcompError(f"{source}: {exc}") from exc
         meta = results.meta
         label = (
             f"{meta['label']} [{rate} bpp, rule {rule}, {meta['dataset']} ({meta['n_images']} images), "
@@ -129,7 +161,8 @@ def plot_rd(
 
 def _add_source_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "sources", nargs="+", help="evaluation folders and/or published curves ('ref:NAME' or NAME, e.g. bpg444)"
+        "sources", nargs="+", metavar="SOURCE",
+        help="evaluation folders and/or published curves ('ref:NAME' or NAME, e.g. bpg444)",
     )
     parser.add_argument("--dataset", default="kodak", choices=DATASETS, help="data set of the published curves")
     parser.add_argument("--colour", default="rgb", choices=COLOURS, help="metric on RGB or on luma (Y)")
@@ -141,15 +174,19 @@ def add_plot_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     parser.add_argument(
         "--metric", action="append", choices=PLOT_METRICS, help="y axis; repeat for several (default: both)"
     )
-    parser.add_argument("--out", type=Path, required=True, help="PNG path; with several metrics, _<metric> is appended")
+    parser.add_argument(
+        "--out", type=Path, required=True, metavar="FILE.png", help="PNG path; with several metrics, _<metric> is appended"
+    )
     parser.add_argument("--estimated", action="store_true", help="also draw estimated-bpp curves of learned codecs")
-    parser.add_argument("--max-bpp", type=float, help="x-axis limit (default: 1.1 x our largest rate, else 2)")
+    parser.add_argument("--max-bpp", type=float, metavar="BPP", help="x-axis limit (default: 1.1 x our largest rate, else 2)")
     parser.add_argument("--title")
     return parser
 
 
 def run_plot(args: argparse.Namespace) -> int:
     metrics = args.metric or list(PLOT_METRICS)
+    # Every source is loaded for every metric before the first file is written: an error leaves no partial output.
+    curves_by_metric = {}
     for metric in metrics:
         curves = []
         for source in args.sources:
@@ -160,26 +197,67 @@ def run_plot(args: argparse.Namespace) -> int:
                     curves.append(load_source(source, metric, colour=args.colour, rule="A", rate="estimated"))
                 except LcompError:
                     pass  # classical codecs have no estimate
+        curves_by_metric[metric] = curves
+    for metric, curves in curves_by_metric.items():
         out = args.out if len(metrics) == 1 else args.out.with_name(f"{args.out.stem}_{metric}.png")
         plot_rd(curves, metric, out, title=args.title, max_bpp=args.max_bpp)
         print(f"wrote {out}")
     return 0
 
 
-def _with_aggregation_note(row, test: LabelledCurve, anchor: LabelledCurve):
-    """Rows that mix aggregation rules stay in the table, but say so (spec section 4)."""
-    if test.aggregation == anchor.aggregation:
-        return row
-    note = f"aggregation differs: test rule {test.aggregation}, anchor rule {anchor.aggregation}"
-    return dataclasses.replace(row, note=f"{row.note}; {note}" if row.note else note)
+def _comparability_note(test: LabelledCurve, anchor: LabelledCurve) -> str:
+    """What makes two curves not directly comparable (spec sections 3 and 4), or ""."""
+    notes = []
+    if test.aggregation != anchor.aggregation:
+        notes.append(f"aggregation differs: test rule {test.aggregation}, anchor rule {anchor.aggregation}")
+    # Real file sizes and published rates are both entropy-coded files; raw and estimated rates are not.
+    coded = ("real", "published")
+    if test.rate_kind != anchor.rate_kind and not (test.rate_kind in coded and anchor.rate_kind in coded):
+        notes.append(f"rate kind differs: test {test.rate_kind} bpp, anchor {anchor.rate_kind} bpp")
+    return "; ".join(notes)
+
+
+def bd_rows(
+    anchor: LabelledCurve,
+    tests: Sequence[LabelledCurve],
+    metric: str,
+    *,
+    colour: str = "rgb",
+    variants: Sequence[str] = VARIANTS,
+) -> list[BDRow]:
+    """BD-rate and BD-quality of every test curve against ``anchor`` on ``metric``, one row per variant.
+
+    Rows that compare curves made differently (aggregation rule, raw or estimated rate) say so in their note.
+    """
+    curves = {anchor.name: (anchor.bpp, anchor.quality)}
+    for curve in tests:
+        if curve.name in curves:
+            raise LcompError(f"two sources are both called {curve.name!r}; give distinct evaluation folders")
+        curves[curve.name] = (curve.bpp, curve.quality)
+    rows = bd_table(curves, anchor.name, variants=variants, quality_axis=f"{metric} ({colour.upper()})")
+    by_name = {c.name: c for c in tests}
+    noted = []
+    for row in rows:
+        note = _comparability_note(by_name[row.test], anchor)
+        if note:
+            row = dataclasses.replace(row, note=f"{row.note}; {note}" if row.note else note)
+        noted.append(row)
+    return noted
 
 
 def add_bdrate_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     _add_source_options(parser)
-    parser.add_argument("--anchor", required=True, help="the anchor source (evaluation folder or published curve)")
-    parser.add_argument("--metric", default="ms_ssim_db", choices=("psnr", "ms_ssim_db", "ms_ssim"))
-    parser.add_argument("--variant", default="both", choices=(*VARIANTS, "both"))
-    parser.add_argument("--out", type=Path, help="write OUT.csv and OUT.md")
+    parser.add_argument(
+        "--anchor", required=True, metavar="SOURCE", help="the reference curve (evaluation folder or published curve)"
+    )
+    parser.add_argument(
+        "--metric", default="ms_ssim_db", choices=("psnr", "ms_ssim_db", "ms_ssim"), help="quality axis (default: ms_ssim_db)"
+    )
+    parser.add_argument(
+        "--variant", default="both", choices=(*VARIANTS, "both"),
+        help="BD fit: cubic (VCEG-M33), pchip (monotone, Pareto-cleaned) or both (default)",
+    )  # fmt: skip
+    parser.add_argument("--out", type=Path, metavar="STEM", help="also write STEM.csv and STEM.md")
     return parser
 
 
@@ -187,16 +265,8 @@ def run_bdrate(args: argparse.Namespace) -> int:
     options = dict(dataset=args.dataset, colour=args.colour, rule=args.rule)
     anchor = load_source(args.anchor, args.metric, **options)
     tests = [load_source(s, args.metric, **options) for s in args.sources if s != args.anchor]
-    curves = {anchor.name: (anchor.bpp, anchor.quality)}
-    for curve in tests:
-        if curve.name in curves:
-            raise LcompError(f"two sources are both called {curve.name!r}; give distinct evaluation folders")
-        curves[curve.name] = (curve.bpp, curve.quality)
     variants = VARIANTS if args.variant == "both" else (args.variant,)
-    axis = f"{args.metric} ({args.colour.upper()})"
-    rows = bd_table(curves, anchor.name, variants=variants, quality_axis=axis)
-    by_name = {c.name: c for c in tests}
-    rows = [_with_aggregation_note(row, by_name[row.test], anchor) for row in rows]
+    rows = bd_rows(anchor, tests, args.metric, colour=args.colour, variants=variants)
     print(f"anchor: {anchor.label}")
     for curve in tests:
         print(f"test:   {curve.name} = {curve.label}")

@@ -5,8 +5,6 @@ import hashlib
 import json
 import math
 import struct
-import sys
-import types
 import zlib
 
 import numpy as np
@@ -14,13 +12,12 @@ import pytest
 from PIL import Image
 
 from lcomp.bdrate import bd_rate
+from lcomp.data import kodak_dir
 from lcomp.errors import BitstreamError, ConfigError, ImageError, LcompError
 from lcomp.evaluate import (
     LearnedCodecAdapter,
     add_eval_arguments,
-    aggregate_by_setting,
     aggregate_on_bpp_grid,
-    default_images_dir,
     evaluate_codec,
     load_results,
     parse_settings,
@@ -30,7 +27,7 @@ from lcomp.evaluate import (
 from lcomp.metrics import ms_ssim, psnr
 from lcomp.reference import load_curve
 
-KODAK = default_images_dir()
+KODAK = kodak_dir()
 needs_kodak = pytest.mark.skipif(not (KODAK / "kodim01.png").is_file(), reason=f"Kodak images not found at {KODAK}")
 
 
@@ -184,7 +181,7 @@ def test_cli_with_classical_codec_and_checksums(tmp_path, capsys):
     assert "quality=90" in capsys.readouterr().out
 
     (images / "img0.png").write_bytes((images / "img1.png").read_bytes())
-    with pytest.raises(ImageError, match="SHA-256"):
+    with pytest.raises(ImageError, match="failed its SHA-256 check"):
         run_eval(args)
 
 
@@ -197,24 +194,14 @@ def test_parse_settings():
             parse_settings(bad)
 
 
-def test_resolve_codec(monkeypatch):
+def test_resolve_codec():
     assert resolve_codec("webp").name == "webp"
+    assert "optimized Huffman tables" in resolve_codec("jpeg420-opt").label
     with pytest.raises(ConfigError, match="--codec"):
         resolve_codec(None)
-    monkeypatch.setitem(sys.modules, "lcomp.models", None)
-    with pytest.raises(ConfigError, match="lcomp.models"):
-        resolve_codec("mentzer2018")
-    fake_models = types.SimpleNamespace(
-        load_shipped=lambda name: (QuantisingCodec(), {"shipped": name}),
-        load_model=lambda folder: (QuantisingCodec(), {"checkpoint": str(folder)}),
-    )
-    monkeypatch.setitem(sys.modules, "lcomp.models", fake_models)
-    import lcomp
-
-    monkeypatch.setattr(lcomp, "models", fake_models, raising=False)
-    shipped = resolve_codec("fake-quantiser")
-    assert isinstance(shipped, LearnedCodecAdapter) and shipped.variables == {"shipped": "fake-quantiser"}
-    assert resolve_codec(None, checkpoint="/tmp/run").variables == {"checkpoint": "/tmp/run"}
+    with pytest.raises(ConfigError, match=r"unknown codec 'bpg'; classical codecs: jpeg420.*--checkpoint DIR"):
+        resolve_codec("bpg")
+    # Learned codecs from a checkpoint: tests/test_eval_cli.py (trains the toy codec).
 
 
 def test_aggregate_rejects_unknown_rule():
@@ -226,8 +213,8 @@ def test_aggregate_rejects_unknown_rule():
 @needs_kodak
 def test_jpeg_on_kodak_reproduces_the_published_curve(tmp_path):
     # A reduced experiments/eval_baselines.py: all 24 images (a subset of 4 moves the mean curve by up to
-    # 50 %), 6 of the 12 qualities. The published JPEG curve used the standard Huffman tables.
-    codec = resolve_codec("jpeg420-stdhuff")
+    # 50 %), 6 of the 12 qualities. jpeg420 uses the standard Huffman tables, as the published curve did.
+    codec = resolve_codec("jpeg420")
     results = evaluate_codec(
         codec, KODAK, tmp_path, settings=[{"quality": q} for q in (8, 16, 30, 50, 70, 90)], progress=False
     )

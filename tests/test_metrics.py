@@ -8,11 +8,11 @@ import pytest
 from PIL import Image
 from scipy.signal import convolve2d
 
+from lcomp.data import kodak_dir
 from lcomp.errors import ImageError, LcompError
-from lcomp.evaluate import default_images_dir
 from lcomp.metrics import MS_SSIM_MIN_SIDE, ms_ssim, ms_ssim_db, ms_ssim_to_db, psnr, psnr_y, ssim
 
-KODAK = default_images_dir()
+KODAK = kodak_dir()
 needs_kodak = pytest.mark.skipif(not (KODAK / "kodim01.png").is_file(), reason=f"Kodak images not found at {KODAK}")
 
 WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
