@@ -4,17 +4,20 @@ import itertools
 
 import jax
 import jax.numpy as jnp
+import flax.linen as nn
 import numpy as np
 import pytest
 from jax import lax
 
 from lcomp.nn import (
+    Conv2D,
     ConvGRUCell,
     ConvLSTMCell,
     MaskedConv2D,
     MaskedConv3D,
     ResidualBlock,
     SubpixelUpsample,
+    conv2d,
     depth_to_space,
     raster_mask,
     space_to_depth,
@@ -213,6 +216,50 @@ def test_mask_type_is_validated():
 # Blocks
 
 
+@pytest.mark.parametrize(
+    "size,kernel,stride,padding",
+    [
+        ((2, 2), (3, 3), 1, "SAME"),  # tiny map: im2col forward
+        ((4, 4), (3, 3), 2, "SAME"),
+        ((5, 7), (3, 3), 2, "SAME"),  # odd sizes: TF-style bottom/right padding
+        ((12, 10), (3, 3), 1, "SAME"),  # large map: native forward, im2col gradient
+        ((17, 12), (3, 3), 2, "SAME"),
+        ((9, 9), (1, 1), 1, "SAME"),  # plain matmul
+        ((16, 16), (2, 2), 2, "SAME"),
+        ((12, 13), (5, 5), 1, "VALID"),
+        ((16, 16), (8, 8), 4, ((2, 2), (2, 2))),  # Li et al.'s Caffe-style first layer
+        ((9, 11), (1, 1), 2, "SAME"),
+    ],
+)
+def test_conv2d_matches_lax_values_and_gradients(size, kernel, stride, padding):
+    x = jax.random.normal(jax.random.key(0), (2, *size, 3))
+    w = jax.random.normal(jax.random.key(1), (*kernel, 3, 5))
+    ref = lambda a, b: lax.conv_general_dilated(
+        a, b, (stride, stride), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=lax.Precision.HIGHEST
+    )
+    y = conv2d(x, w, stride, padding)
+    y_ref = ref(x, w)
+    assert y.shape == y_ref.shape
+    np.testing.assert_allclose(y, y_ref, atol=1e-4, rtol=1e-5)
+    g = jax.random.normal(jax.random.key(2), y.shape)
+    grads = jax.vjp(lambda a, b: conv2d(a, b, stride, padding), x, w)[1](g)
+    grads_ref = jax.vjp(ref, x, w)[1](g)
+    for got, want in zip(grads, grads_ref):
+        np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-5)
+    # Jitted and under vmap too.
+    np.testing.assert_allclose(jax.jit(lambda a, b: conv2d(a, b, stride, padding))(x, w), y_ref, atol=1e-4)
+    np.testing.assert_allclose(jax.vmap(lambda a: conv2d(a, w, stride, padding))(x[:, None])[:, 0], y_ref, atol=1e-4)
+
+
+def test_conv2d_module_parameters_match_flax_conv():
+    x = jnp.ones((1, 8, 8, 3))
+    ours = Conv2D(4, (3, 3), strides=2).init(jax.random.key(0), x)["params"]
+    flax_params = nn.Conv(4, (3, 3), strides=2).init(jax.random.key(0), x)["params"]
+    assert jax.tree_util.tree_map(jnp.shape, ours) == jax.tree_util.tree_map(jnp.shape, flax_params)
+    y = Conv2D(4, (3, 3), strides=2).apply({"params": flax_params}, x)
+    np.testing.assert_allclose(y, nn.Conv(4, (3, 3), strides=2).apply({"params": flax_params}, x), atol=1e-5)
+
+
 def test_depth_to_space_tensorflow_channel_order():
     n, h, w, b, c = 2, 3, 4, 2, 5
     x = np.random.default_rng(0).normal(size=(n, h, w, b * b * c)).astype(np.float32)
@@ -256,5 +303,5 @@ def test_subpixel_upsample():
     layer = SubpixelUpsample(3, factor=2)
     x = jnp.ones((1, 4, 5, 7))
     params = layer.init(jax.random.key(0), x)
-    assert params["params"]["Conv_0"]["kernel"].shape == (3, 3, 7, 12)
+    assert params["params"]["conv"]["kernel"].shape == (3, 3, 7, 12)
     assert layer.apply(params, x).shape == (1, 8, 10, 3)

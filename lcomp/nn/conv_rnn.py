@@ -17,7 +17,9 @@ where ``H' = ceil(H / stride)``. All states start at zero (``initial_state`` / `
 Speed: every gate that reads the same tensor through the same kernel shares one convolution (one input
 convolution produces all gates; the LSTM's hidden convolution produces all four gates; the GRU's update
 and reset hidden convolutions are fused). XLA:CPU runs large fused convolutions close to matmul speed,
-while many small ones and extra elementwise passes are memory bound.
+while many small ones and extra elementwise passes are memory bound. The convolutions are
+:class:`lcomp.nn.blocks.Conv2D` (im2col gradients), which avoids XLA:CPU's very slow convolutions on the
+2x2 and 4x4 maps of 32x32 training patches.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import flax.linen as nn
+
+from lcomp.nn.blocks import Conv2D
 
 Array = jax.Array
 Initializer = Callable[..., Array]
@@ -62,8 +66,8 @@ class _ConvRNNBase(nn.Module):
     kernel_init: Initializer = nn.initializers.lecun_normal()
     bias_init: Initializer = nn.initializers.zeros_init()
 
-    def _conv(self, features: int, kernel: int | tuple[int, int], strides, name: str) -> nn.Conv:
-        return nn.Conv(
+    def _conv(self, features: int, kernel: int | tuple[int, int], strides, name: str) -> Conv2D:
+        return Conv2D(
             features,
             kernel_size=_pair(kernel),
             strides=_pair(strides),

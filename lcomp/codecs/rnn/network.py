@@ -49,7 +49,7 @@ import flax.linen as nn
 from jax import lax
 
 from lcomp.errors import ConfigError, ImageError
-from lcomp.nn.blocks import depth_to_space
+from lcomp.nn.blocks import Conv2D, depth_to_space
 from lcomp.nn.conv_rnn import ConvGRUCell, ConvLSTMCell
 from lcomp.quantize import binarize
 
@@ -209,16 +209,14 @@ class RNNEncoder(nn.Module):
 
     def setup(self):
         c = self.config
-        self.input_conv = nn.Conv(
-            c.encoder_conv_features, c.encoder_conv_kernel, strides=2, padding="SAME", use_bias=c.use_bias
-        )
+        self.input_conv = Conv2D(c.encoder_conv_features, c.encoder_conv_kernel, strides=2, use_bias=c.use_bias)
         self.cells = [
             _make_cell(c, f, ki, kh, 2, f"rnn_{i}")
             for i, (f, ki, kh) in enumerate(
                 zip(c.encoder_rnn_features, c.encoder_input_kernels, c.encoder_hidden_kernels)
             )
         ]
-        self.binarizer_conv = nn.Conv(c.bits_per_position, (1, 1), padding="SAME", use_bias=c.use_bias)
+        self.binarizer_conv = Conv2D(c.bits_per_position, (1, 1), use_bias=c.use_bias)
 
     def embed(self, encoder_input: Array) -> Array:
         return self.input_conv(encoder_input)
@@ -250,14 +248,14 @@ class RNNDecoder(nn.Module):
 
     def setup(self):
         c = self.config
-        self.input_conv = nn.Conv(c.decoder_conv_features, (1, 1), padding="SAME", use_bias=c.use_bias)
+        self.input_conv = Conv2D(c.decoder_conv_features, (1, 1), use_bias=c.use_bias)
         self.cells = [
             _make_cell(c, f, ki, kh, 1, f"rnn_{i}")
             for i, (f, ki, kh) in enumerate(
                 zip(c.decoder_rnn_features, c.decoder_input_kernels, c.decoder_hidden_kernels)
             )
         ]
-        self.output_conv = nn.Conv(3, (1, 1), padding="SAME", use_bias=c.use_bias)
+        self.output_conv = Conv2D(3, (1, 1), use_bias=c.use_bias)
 
     def embed(self, bits: Array) -> Array:
         return self.input_conv(bits)
@@ -298,8 +296,8 @@ class GainEstimator(nn.Module):
     def __call__(self, image: Array) -> Array:
         x = image
         for i in range(4):
-            x = nn.elu(nn.Conv(self.features, (3, 3), strides=2, padding="SAME", name=f"conv_{i}")(x))
-        return nn.elu(nn.Conv(1, (2, 2), strides=2, padding="SAME", name="conv_4")(x)) + 2.0
+            x = nn.elu(Conv2D(self.features, (3, 3), strides=2, name=f"conv_{i}")(x))
+        return nn.elu(Conv2D(1, (2, 2), strides=2, name="conv_4")(x)) + 2.0
 
 
 class IterationOutputs(NamedTuple):
