@@ -27,10 +27,10 @@ PAPER_NETWORK = dict(
 )
 
 SMALL_WIDTHS = dict(
-    encoder_conv_features=32,
-    encoder_rnn_features=(64, 128, 128),
-    decoder_conv_features=128,
-    decoder_rnn_features=(128, 128, 64, 32),
+    encoder_conv_features=16,
+    encoder_rnn_features=(32, 64, 64),
+    decoder_conv_features=64,
+    decoder_rnn_features=(64, 64, 32, 16),
 )
 
 TINY_WIDTHS = dict(
@@ -78,9 +78,9 @@ def rnn_config(codec: str, variant: str, *, network: dict, loss: str) -> ml_coll
     cfg.train.checkpoint_every = 5_000
     if variant == "small":
         cfg.data.batch_size = 16
-        cfg.data.patch_size = 64
-        cfg.optim.autoencoder.boundaries = (12_000, 16_000)
-        cfg.train.num_steps = 20_000
+        cfg.data.patch_size = 48
+        cfg.optim.autoencoder.boundaries = (5_000, 7_000)
+        cfg.train.num_steps = 8_000  # about 1.5 hours on a 2-core CPU
         cfg.train.log_every = 50
         cfg.train.checkpoint_every = 500
     elif variant == "tiny":
@@ -89,7 +89,7 @@ def rnn_config(codec: str, variant: str, *, network: dict, loss: str) -> ml_coll
         cfg.optim.autoencoder.learning_rate = 2e-3
         cfg.optim.autoencoder.boundaries = ()
         cfg.optim.context_model.learning_rate = 3e-3
-        cfg.train.num_steps = 300
-        cfg.train.log_every = 25
-        cfg.train.checkpoint_every = 100
+        cfg.train.num_steps = 2000  # about 3 minutes on a 2-core CPU (lcomp demo)
+        cfg.train.log_every = 50
+        cfg.train.checkpoint_every = 500
     return cfg
