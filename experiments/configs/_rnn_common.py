@@ -79,8 +79,8 @@ def rnn_config(codec: str, variant: str, *, network: dict, loss: str) -> ml_coll
     if variant == "small":
         cfg.data.batch_size = 16
         cfg.data.patch_size = 48
-        cfg.optim.autoencoder.boundaries = (5_000, 7_000)
-        cfg.train.num_steps = 8_000  # about 1.5 hours on a 2-core CPU
+        cfg.optim.autoencoder.boundaries = (2_500, 3_500)
+        cfg.train.num_steps = 4_000  # about 1 hour on a 2-core CPU
         cfg.train.log_every = 50
         cfg.train.checkpoint_every = 500
     elif variant == "tiny":
