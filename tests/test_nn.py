@@ -170,6 +170,34 @@ def test_masked_conv2d_stack_is_strictly_causal_and_masked_weights_get_no_gradie
     assert np.all(np.abs(np.asarray(grad)[mask == 1]) > 0)
 
 
+@pytest.mark.parametrize(
+    "layer,shape,dims",
+    [
+        (MaskedConv2D(4, (3, 3), "A"), (2, 6, 5, 3), ("NHWC", "HWIO", "NHWC")),
+        (MaskedConv2D(4, (7, 7), "B", padding=((3, 3), (3, 3))), (1, 9, 8, 2), ("NHWC", "HWIO", "NHWC")),
+        (MaskedConv3D(4, (2, 3, 3), "A"), (2, 5, 6, 6, 1), ("NDHWC", "DHWIO", "NDHWC")),
+        (MaskedConv3D(3, (4, 5, 5), "B", padding="CAUSAL"), (1, 5, 6, 7, 2), ("NDHWC", "DHWIO", "NDHWC")),
+    ],
+)
+def test_masked_conv_equals_convolution_with_masked_kernel(layer, shape, dims):
+    x = jax.random.normal(jax.random.key(0), shape)
+    params = layer.init(jax.random.key(1), x)
+    params = jax.tree_util.tree_map(lambda a: a + 0.1, params)  # non-zero bias too
+    p = params["params"]
+    mask = jnp.asarray(layer.mask())[..., None, None]
+    pads = layer._padding() if isinstance(layer, MaskedConv3D) else layer.padding
+
+    def reference(kernel, bias, v):
+        y = lax.conv_general_dilated(v, kernel * mask, (1,) * (v.ndim - 2), pads, dimension_numbers=dims,
+                                     precision=lax.Precision.HIGHEST)
+        return y + bias
+
+    np.testing.assert_allclose(layer.apply(params, x), reference(p["kernel"], p["bias"], x), atol=1e-4)
+    g = jax.grad(lambda k: jnp.sum(jnp.sin(layer.apply({"params": {"kernel": k, "bias": p["bias"]}}, x))))(p["kernel"])
+    g_ref = jax.grad(lambda k: jnp.sum(jnp.sin(reference(k, p["bias"], x))))(p["kernel"])
+    np.testing.assert_allclose(g, g_ref, atol=1e-4)
+
+
 def test_mentzer_3d_masks_match_spec():
     mask_a = raster_mask((2, 3, 3), (1, 1, 1), include_centre=False)
     mask_b = raster_mask((2, 3, 3), (1, 1, 1), include_centre=True)

@@ -2,8 +2,14 @@
 
 A context model predicts a symbol from symbols the decoder already has. With a masked convolution the
 whole map is processed in one call during training (teacher forcing), while the kernel only ever
-reads "earlier" positions. The mask is a constant multiplied into the kernel inside the forward pass,
-so masked weights receive zero gradient and never change; the stored kernel keeps its full shape.
+reads "earlier" positions. The mask is a constant applied to the kernel inside the forward pass, so
+masked weights receive zero gradient and never change; the stored kernel keeps its full shape.
+
+Implementation: the convolution gathers only the UNMASKED taps (im2col) and contracts them with the
+matching kernel rows in one matmul. That equals convolving with ``kernel * mask`` (masked taps are never
+read), skips the ~half of the multiply-adds a raster mask zeroes, and on XLA:CPU is 2-4x faster than the
+native 3D convolution forward and backward. The gathered patches take ``taps x C_in`` values per output
+position (transiently, during the call).
 
 Order of positions ("raster order"):
 
@@ -21,13 +27,15 @@ Order of positions ("raster order"):
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import flax.linen as nn
-from jax import lax
+
+from lcomp.nn.blocks import _explicit_padding
 
 Array = jax.Array
 
@@ -53,6 +61,30 @@ def raster_mask(kernel_size: Sequence[int], centre: Sequence[int], include_centr
     flat = np.arange(int(np.prod(kernel_size)))
     keep = flat <= flat_centre if include_centre else flat < flat_centre
     return keep.reshape(kernel_size).astype(np.float32)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _masked_conv(x: Array, kernel: Array, taps: tuple[tuple[int, ...], ...], pads) -> Array:
+    """Stride-1 N-D convolution (channels last) reading only the kernel taps listed in ``taps``.
+
+    ``x``: ``(N, *spatial, C_in)``; ``kernel``: ``(*kernel_size, C_in, C_out)``; ``pads``: one
+    ``(before, after)`` pair per spatial axis.
+    """
+    kernel_size = kernel.shape[:-2]
+    c_in, c_out = kernel.shape[-2:]
+    x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+    out = [size - k + 1 for size, k in zip(x.shape[1:-1], kernel_size)]
+    columns = [
+        x[(slice(None),) + tuple(slice(t, t + o) for t, o in zip(tap, out)) + (slice(None),)] for tap in taps
+    ]
+    patches = columns[0] if len(columns) == 1 else jnp.concatenate(columns, axis=-1)
+    rows = kernel[tuple(np.asarray(taps).T)]  # (taps, C_in, C_out), in the order of ``columns``
+    y = jnp.dot(patches.reshape(-1, len(taps) * c_in), rows.reshape(len(taps) * c_in, c_out))
+    return y.reshape(x.shape[0], *out, c_out)
+
+
+def _taps(mask: np.ndarray) -> tuple[tuple[int, ...], ...]:
+    return tuple(tuple(int(i) for i in t) for t in zip(*np.nonzero(mask)))
 
 
 def _check_mask_type(mask_type: str) -> bool:
@@ -87,14 +119,8 @@ class MaskedConv2D(nn.Module):
     def __call__(self, x: Array) -> Array:
         kh, kw = self.kernel_size
         kernel = self.param("kernel", self.kernel_init, (kh, kw, x.shape[-1], self.features), self.param_dtype)
-        kernel = kernel * jnp.asarray(self.mask(), self.param_dtype)[:, :, None, None]
-        y = lax.conv_general_dilated(
-            x.astype(self.dtype),
-            kernel.astype(self.dtype),
-            window_strides=(1, 1),
-            padding=self.padding,
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        )
+        pads = _explicit_padding(self.padding, x.shape[1:3], (kh, kw), (1, 1))
+        y = _masked_conv(x.astype(self.dtype), kernel.astype(self.dtype), _taps(self.mask()), pads)
         if self.use_bias:
             y = y + self.param("bias", self.bias_init, (self.features,), self.param_dtype).astype(self.dtype)
         return y
@@ -128,11 +154,18 @@ class MaskedConv3D(nn.Module):
         kd, kh, kw = self.kernel_size
         return raster_mask((kd, kh, kw), (kd - 1, kh // 2, kw // 2), _check_mask_type(self.mask_type))
 
-    def _padding(self):
-        if isinstance(self.padding, str) and self.padding == "CAUSAL":
-            kd, kh, kw = self.kernel_size
-            return ((kd - 1, 0), (kh // 2, kh - 1 - kh // 2), (kw // 2, kw - 1 - kw // 2))
-        return self.padding
+    def _padding(self) -> tuple[tuple[int, int], ...]:
+        kd, kh, kw = self.kernel_size
+        if isinstance(self.padding, str):
+            if self.padding == "CAUSAL":
+                return ((kd - 1, 0), (kh // 2, kh - 1 - kh // 2), (kw // 2, kw - 1 - kw // 2))
+            if self.padding == "VALID":
+                return ((0, 0), (0, 0), (0, 0))
+            raise ValueError(f"padding must be 'VALID', 'CAUSAL' or three (before, after) pairs, got {self.padding!r}")
+        pads = tuple((int(a), int(b)) for a, b in self.padding)
+        if len(pads) != 3:
+            raise ValueError(f"explicit padding needs three (before, after) pairs, got {self.padding!r}")
+        return pads
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
@@ -140,14 +173,7 @@ class MaskedConv3D(nn.Module):
         kernel = self.param(
             "kernel", self.kernel_init, (kd, kh, kw, x.shape[-1], self.features), self.param_dtype
         )
-        kernel = kernel * jnp.asarray(self.mask(), self.param_dtype)[..., None, None]
-        y = lax.conv_general_dilated(
-            x.astype(self.dtype),
-            kernel.astype(self.dtype),
-            window_strides=(1, 1, 1),
-            padding=self._padding(),
-            dimension_numbers=("NDHWC", "DHWIO", "NDHWC"),
-        )
+        y = _masked_conv(x.astype(self.dtype), kernel.astype(self.dtype), _taps(self.mask()), self._padding())
         if self.use_bias:
             y = y + self.param("bias", self.bias_init, (self.features,), self.param_dtype).astype(self.dtype)
         return y
