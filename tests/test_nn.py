@@ -52,14 +52,14 @@ def test_conv_gru_matches_t17_equations(stride, hidden_kernel):
     h = cell.initialize_carry(None, x.shape)
     assert h.shape == (2, 8 // stride, 6 // stride, features)
     h = jax.random.normal(jax.random.key(1), h.shape)  # a non-zero previous state
-    params = cell.init(jax.random.key(2), h, x)["params"]
+    params = jax.jit(cell.init)(jax.random.key(2), h, x)["params"]
     assert set(params) == {"input_conv", "hidden_gate_conv", "hidden_candidate_conv"}
     assert all(set(p) == {"kernel"} for p in params.values()), "no bias by default"
     assert params["input_conv"]["kernel"].shape == (3, 3, 3, 3 * features)
     assert params["hidden_gate_conv"]["kernel"].shape == (*hidden_kernel, features, 2 * features)
     assert params["hidden_candidate_conv"]["kernel"].shape == (*hidden_kernel, features, features)
 
-    new_h, out = cell.apply({"params": params}, h, x)
+    new_h, out = jax.jit(cell.apply)({"params": params}, h, x)
 
     w_z, w_r, w = jnp.split(params["input_conv"]["kernel"], 3, axis=-1)
     u_z, u_r = jnp.split(params["hidden_gate_conv"]["kernel"], 2, axis=-1)
@@ -75,15 +75,15 @@ def test_conv_gru_bias_and_residual_output():
     cell = ConvGRUCell(4, strides=2, use_bias=True, residual_output=True)
     x = jax.random.normal(jax.random.key(0), (1, 8, 8, 3))
     h = jax.random.normal(jax.random.key(1), (1, 4, 4, 4))
-    variables = cell.init(jax.random.key(2), h, x)
+    variables = jax.jit(cell.init)(jax.random.key(2), h, x)
     params = _random_like(jax.random.key(3), variables["params"])
     assert "bias" in params["input_conv"]
     proj = params["residual_projection"]["kernel"]
     assert proj.shape == (1, 1, 3, 4)
-    new_h, out = cell.apply({"params": params}, h, x)
+    new_h, out = jax.jit(cell.apply)({"params": params}, h, x)
     plain = ConvGRUCell(4, strides=2, use_bias=True)
     params_plain = {k: v for k, v in params.items() if k != "residual_projection"}
-    new_h_plain, _ = plain.apply({"params": params_plain}, h, x)
+    new_h_plain, _ = jax.jit(plain.apply)({"params": params_plain}, h, x)
     np.testing.assert_allclose(new_h, new_h_plain, atol=1e-6)  # the carry is the plain GRU state
     expected_out = new_h + _conv(x, proj, 2) + params["residual_projection"]["bias"]
     np.testing.assert_allclose(out, expected_out, atol=1e-5)
@@ -98,9 +98,9 @@ def test_conv_lstm_matches_equations(stride, hidden_kernel):
     assert c0.shape == h0.shape == (2, 8 // stride, 8 // stride, features)
     c = jax.random.normal(jax.random.key(1), c0.shape)
     h = jax.random.normal(jax.random.key(2), h0.shape)
-    params = cell.init(jax.random.key(3), (c, h), x)["params"]
+    params = jax.jit(cell.init)(jax.random.key(3), (c, h), x)["params"]
     assert params["hidden_conv"]["kernel"].shape == (*hidden_kernel, features, 4 * features)
-    (new_c, new_h), out = cell.apply({"params": params}, (c, h), x)
+    (new_c, new_h), out = jax.jit(cell.apply)({"params": params}, (c, h), x)
     gates = _conv(x, params["input_conv"]["kernel"], stride) + _conv(h, params["hidden_conv"]["kernel"])
     i, f, j, o = jnp.split(gates, 4, axis=-1)
     expected_c = jax.nn.sigmoid(f + 1.0) * c + jax.nn.sigmoid(i) * jnp.tanh(j)
@@ -116,8 +116,8 @@ def test_cell_state_helpers_and_odd_sizes():
     assert cell.initial_state(3, 5, 4).shape == (3, 5, 4, 6)
     x = jnp.ones((1, 9, 7, 2))
     h = cell.initialize_carry(None, x.shape)
-    params = cell.init(jax.random.key(0), h, x)
-    new_h, _ = cell.apply(params, h, x)
+    params = jax.jit(cell.init)(jax.random.key(0), h, x)
+    new_h, _ = jax.jit(cell.apply)(params, h, x)
     assert new_h.shape == (1, 5, 4, 6)
     lstm = ConvLSTMCell(3)
     c, h = lstm.initial_state(2, 4, 4)
@@ -265,15 +265,16 @@ def test_conv2d_matches_lax_values_and_gradients(size, kernel, stride, padding):
     ref = lambda a, b: lax.conv_general_dilated(
         a, b, (stride, stride), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=lax.Precision.HIGHEST
     )
-    y = conv2d(x, w, stride, padding)
     y_ref = ref(x, w)
-    assert y.shape == y_ref.shape
-    np.testing.assert_allclose(y, y_ref, atol=1e-4, rtol=1e-5)
-    g = jax.random.normal(jax.random.key(2), y.shape)
-    grads = jax.vjp(lambda a, b: conv2d(a, b, stride, padding), x, w)[1](g)
+    g = jax.random.normal(jax.random.key(2), y_ref.shape)
     grads_ref = jax.vjp(ref, x, w)[1](g)
-    for got, want in zip(grads, grads_ref):
-        np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-5)
+    for method in ("auto", "im2col", "native"):
+        y = conv2d(x, w, stride, padding, method=method)
+        assert y.shape == y_ref.shape
+        np.testing.assert_allclose(y, y_ref, atol=1e-4, rtol=1e-5)
+        grads = jax.vjp(lambda a, b: conv2d(a, b, stride, padding, method=method), x, w)[1](g)
+        for got, want in zip(grads, grads_ref):
+            np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-5)
     # Jitted and under vmap too.
     np.testing.assert_allclose(jax.jit(lambda a, b: conv2d(a, b, stride, padding))(x, w), y_ref, atol=1e-4)
     np.testing.assert_allclose(jax.vmap(lambda a: conv2d(a, w, stride, padding))(x[:, None])[:, 0], y_ref, atol=1e-4)

@@ -14,6 +14,10 @@ channels, batch 32) takes ~0.6 s forward, and the input gradient of a stride-2 c
   every size measured;
 * computes a 1x1 stride-1 convolution as a plain matmul.
 
+This is the ``method="auto"`` behaviour when the default backend is the CPU. On GPU/TPU ``"auto"`` uses
+the native convolution in both directions (cuDNN and the TPU compiler have none of these problems);
+``method="native"`` / ``"im2col"`` force one implementation.
+
 ``depth_to_space`` follows TensorFlow's NHWC channel order (``tf.nn.depth_to_space``): output pixel
 ``(h * b + i, w * b + j)`` channel ``c`` comes from input pixel ``(h, w)`` channel
 ``(i * b + j) * C_out + c``. PyTorch's ``pixel_shuffle`` orders channels differently (``c * b * b +
@@ -114,7 +118,14 @@ def _conv_bwd(strides, pads, native_forward, residuals, g):
 _conv_with_im2col_gradient.defvjp(_conv_fwd, _conv_bwd)
 
 
-def conv2d(x: Array, kernel: Array, strides: int | Sequence[int] = 1, padding: Padding = "SAME") -> Array:
+def conv2d(
+    x: Array,
+    kernel: Array,
+    strides: int | Sequence[int] = 1,
+    padding: Padding = "SAME",
+    *,
+    method: str = "auto",
+) -> Array:
     """2D convolution, NHWC input, HWIO kernel, fast on XLA:CPU at every map size (see module docstring).
 
     Args:
@@ -122,26 +133,35 @@ def conv2d(x: Array, kernel: Array, strides: int | Sequence[int] = 1, padding: P
       kernel: ``kh x kw x C_in x C_out``.
       strides: int or pair.
       padding: ``'SAME'`` (TensorFlow rule, as ``lax``), ``'VALID'`` or ``((top, bottom), (left, right))``.
+      method: ``"auto"`` (CPU: im2col gradients and im2col forward on small maps; other backends:
+        native), ``"native"`` (``lax.conv_general_dilated`` and its autodiff) or ``"im2col"``.
 
     Returns:
       ``N x H' x W' x C_out``, identical (up to float rounding) to ``lax.conv_general_dilated``.
     """
+    if method not in ("auto", "native", "im2col"):
+        raise ValueError(f"method must be 'auto', 'native' or 'im2col', got {method!r}")
     strides = (strides, strides) if isinstance(strides, int) else tuple(int(s) for s in strides)
     kh, kw = kernel.shape[:2]
     pads = _explicit_padding(padding, x.shape[1:3], (kh, kw), strides)
-    return _conv2d_jit(x, kernel, strides, pads)
+    if method == "auto":
+        # Decided at trace time from the default backend (where the jitted computation will run).
+        method = "cpu" if jax.default_backend() == "cpu" else "native"
+    return _conv2d_jit(x, kernel, strides, pads, method)
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3))
-def _conv2d_jit(x: Array, kernel: Array, strides: tuple[int, int], pads) -> Array:
+@functools.partial(jax.jit, static_argnums=(2, 3, 4))
+def _conv2d_jit(x: Array, kernel: Array, strides: tuple[int, int], pads, method: str) -> Array:
     # Jitted so that eager calls (e.g. an un-jitted ``init``) compile one program per shape instead of
     # one per gathered tap; inside an outer jit this is simply inlined.
+    if method == "native":
+        return _conv_native(x, kernel, strides, pads)
     kh, kw = kernel.shape[:2]
     if (kh, kw) == (1, 1) and strides == (1, 1) and pads == ((0, 0), (0, 0)):
         return _conv_im2col(x, kernel, strides, pads)  # a plain matmul; autodiff is already optimal
     out_h = (x.shape[1] + sum(pads[0]) - kh) // strides[0] + 1
     out_w = (x.shape[2] + sum(pads[1]) - kw) // strides[1] + 1
-    native_forward = out_h * out_w > IM2COL_MAX_OUTPUT_AREA
+    native_forward = method == "cpu" and out_h * out_w > IM2COL_MAX_OUTPUT_AREA
     return _conv_with_im2col_gradient(x, kernel, strides, pads, native_forward)
 
 
@@ -157,12 +177,13 @@ class Conv2D(nn.Module):
     param_dtype: Any = jnp.float32
     kernel_init: Callable[..., Array] = nn.initializers.lecun_normal()
     bias_init: Callable[..., Array] = nn.initializers.zeros_init()
+    method: str = "auto"  # see conv2d
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
         kh, kw = (self.kernel_size, self.kernel_size) if isinstance(self.kernel_size, int) else self.kernel_size
         kernel = self.param("kernel", self.kernel_init, (kh, kw, x.shape[-1], self.features), self.param_dtype)
-        y = conv2d(x.astype(self.dtype), kernel.astype(self.dtype), self.strides, self.padding)
+        y = conv2d(x.astype(self.dtype), kernel.astype(self.dtype), self.strides, self.padding, method=self.method)
         if self.use_bias:
             y = y + self.param("bias", self.bias_init, (self.features,), self.param_dtype).astype(self.dtype)
         return y
