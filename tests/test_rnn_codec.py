@@ -191,3 +191,22 @@ def test_same_pixels_whatever_the_thread_or_device_count(tiny_model, photo, tmp_
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == str(devices)
     np.testing.assert_array_equal(np.load(tmp_path / "o.npy"), here)
+
+
+def test_sabr_beats_uniform_iterations_at_the_same_worst_block_quality():
+    """With the shipped model: SABR reaches the worst-block PSNR of uniform iterations with fewer bits."""
+    model = models.load_shipped("johnston2018")
+    image = np.ascontiguousarray(data.EmbeddedSource(split="eval")[0][:256, :256])
+    full = model.codec.compress(model.variables, image)
+    worst = []
+    for t in range(1, model.codec.iterations + 1):
+        decoded = model.codec.decompress(model.variables, rnn_codec.cut(full, t))
+        worst.append(sabr.block_quality(image, decoded, 16, "psnr").min())
+    target = worst[5]  # what 6 uniform iterations guarantee for every block
+    uniform_t = next(t for t, q in enumerate(worst, start=1) if q >= target)
+    uniform = rnn_codec.cut(full, uniform_t)
+
+    adaptive = model.codec.compress(model.variables, image, target_quality=float(target))
+    decoded = model.codec.decompress(model.variables, adaptive)
+    assert sabr.block_quality(image, decoded, 16, "psnr").min() >= target
+    assert len(adaptive) < len(uniform), (len(adaptive), len(uniform), uniform_t)
