@@ -3,6 +3,7 @@
     lcomp train      --config NAME[:variant] --workdir DIR [--config.a.b=value ...]
     lcomp compress   (--codec NAME | --checkpoint DIR) [--iterations N | --target-quality Q | --bpp B] IN OUT
     lcomp decompress [--checkpoint DIR] [--iterations N] IN OUT
+    lcomp cut        --iterations N IN OUT      (progressive files: a prefix, no re-encoding)
     lcomp info       FILE
     lcomp eval       (--codec NAME | --checkpoint DIR) [--images DIR] --out DIR
     lcomp plot       SOURCE... --out FILE.png          RD curves of eval folders and published curves
@@ -108,6 +109,23 @@ def cmd_decompress(args, overrides) -> int:
     seconds = time.perf_counter() - start
     data.save_image(args.output, image)
     print(f"{args.output}: {image.shape[1]}x{image.shape[0]} decoded with {model.codec.name} in {seconds:.2f} s")
+    return 0
+
+
+def cmd_cut(args, overrides) -> int:
+    from lcomp import container
+    from lcomp.codecs import registry
+
+    try:
+        payload = pathlib.Path(args.input).read_bytes()
+    except OSError as exc:
+        raise LcompError(f"cannot read {args.input}: {exc.strerror}") from exc
+    header = container.unpack(payload).header
+    shorter = registry.get(header.codec).factory.cut_file(payload, args.iterations)
+    pathlib.Path(args.output).write_bytes(shorter)
+    pixels = header.height * header.width
+    print(f"{args.output}: first {args.iterations} iteration(s), {len(shorter)} bytes = "
+          f"{8 * len(shorter) / pixels:.4f} bpp (was {len(payload)} bytes)")
     return 0
 
 
@@ -226,6 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input")
     p.add_argument("output")
     p.set_defaults(func=cmd_decompress)
+
+    p = sub.add_parser("cut", help="write a progressive file's first N iterations as a new file (no re-encoding)")
+    p.add_argument("--iterations", type=int, required=True)
+    p.add_argument("input")
+    p.add_argument("output")
+    p.set_defaults(func=cmd_cut)
 
     p = sub.add_parser("info", help="what a file's header says: codec, model, size, settings, bytes per part")
     p.add_argument("file")

@@ -210,3 +210,15 @@ def test_sabr_beats_uniform_iterations_at_the_same_worst_block_quality():
     decoded = model.codec.decompress(model.variables, adaptive)
     assert sabr.block_quality(image, decoded, 16, "psnr").min() >= target
     assert len(adaptive) < len(uniform), (len(adaptive), len(uniform), uniform_t)
+
+
+def test_cli_cut_writes_the_prefix_file(tiny_model, photo, tmp_path, capsys):
+    from lcomp import cli
+
+    model, workdir = tiny_model
+    full = tmp_path / "full.lcomp"
+    full.write_bytes(model.codec.compress(model.variables, photo))
+    assert cli.main(["cut", "--iterations", "3", str(full), str(tmp_path / "three.lcomp")]) == 0
+    assert (tmp_path / "three.lcomp").read_bytes() == rnn_codec.cut(full.read_bytes(), 3)
+    assert cli.main(["cut", "--iterations", "17", str(full), str(tmp_path / "x.lcomp")]) == 2
+    assert "fewer than 17" in capsys.readouterr().err

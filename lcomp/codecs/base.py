@@ -60,6 +60,13 @@ class Codec(abc.ABC):
     def estimate_bits(self, variables: Variables, image: np.ndarray, **settings) -> float:
         """The entropy model's estimate of the bits `compress` spends (payload only, no header)."""
 
+    @classmethod
+    def cut_file(cls, data: bytes, iterations: int) -> bytes:
+        """A shorter valid file holding the first `iterations` iterations (progressive codecs only)."""
+        from lcomp.errors import ConfigError
+
+        raise ConfigError(f"codec {cls.name!r} is not progressive: its files cannot be cut")
+
     def settings_from_file(self, data: bytes) -> dict:
         """The settings recorded in a file (what `lcomp info` shows)."""
         from lcomp import container

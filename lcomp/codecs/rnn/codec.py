@@ -333,6 +333,10 @@ class RecurrentCoder(Codec):
     def operating_points(self):
         return [{"iterations": t} for t in range(1, self.iterations + 1)]
 
+    @classmethod
+    def cut_file(cls, data: bytes, iterations: int) -> bytes:
+        return cut(data, iterations)
+
 
 def cut(data: bytes, iterations: int) -> bytes:
     """A progressive file cut after `iterations` iterations (a valid file in its own right)."""
