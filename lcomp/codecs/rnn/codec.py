@@ -340,6 +340,8 @@ class RecurrentCoder(Codec):
 
 def cut(data: bytes, iterations: int) -> bytes:
     """A progressive file cut after `iterations` iterations (a valid file in its own right)."""
+    if int(iterations) < 1:
+        raise ConfigError(f"a cut file needs at least one iteration, got {iterations}")
     box = container.unpack(data)
     names = [n for n in box.part_names if n == "sabr"] + [part_name(t) for t in range(iterations)]
     missing = [n for n in names if n not in box.part_names]
