@@ -71,6 +71,7 @@ def base_config() -> ml_collections.ConfigDict:
             batch_size=32,  # global batch, split over all devices and processes
             seed=0,
             prefetch=2,
+            permute_channels=False,  # shuffle R, G, B per training example (augmentation)
         )
     )
     cfg.optim = ml_collections.ConfigDict({"autoencoder": optimizer_config()})

@@ -812,6 +812,8 @@ class TrainBatches:
       process_index, process_count: this process's slice of the global batch (``jax.process_index()``,
         ``jax.process_count()``).
       hard_patch_fraction: None, or a fraction in (0, 1].
+      permute_channels: shuffle R, G, B of every example (one of the 6 orders, uniformly). A small training
+        set (the embedded photographs) then covers hues it lacks; a codec must code every colour.
     """
 
     def __init__(
@@ -823,6 +825,7 @@ class TrainBatches:
         process_index: int = 0,
         process_count: int = 1,
         hard_patch_fraction: float | None = None,
+        permute_channels: bool = False,
     ):
         patch_size = _as_int("patch_size", patch_size, minimum=1)
         batch_size = _as_int("batch_size", batch_size, minimum=1)
@@ -846,6 +849,7 @@ class TrainBatches:
         self.local_batch_size = batch_size // process_count
         self.hard_patch_fraction = hard_patch_fraction
         self.candidates_per_example = 1 if hard_patch_fraction is None else max(1, round(1.0 / hard_patch_fraction))
+        self.permute_channels = bool(permute_channels)
 
     def batch(self, step: int) -> dict[str, np.ndarray]:
         """This process's part of the global batch of ``step``: ``{"image": uint8 (local_batch, P, P, 3)}``."""
@@ -883,6 +887,8 @@ class TrainBatches:
             patch = max(candidates, key=_compressed_size)  # first of equals wins: deterministic
         if rng.random() < 0.5:
             patch = patch[:, ::-1]
+        if self.permute_channels:  # drawn last, so the crops and flips are the same with or without it
+            patch = patch[..., rng.permutation(3)]
         return patch
 
     def _random_crop(self, rng: np.random.Generator) -> np.ndarray:

@@ -186,6 +186,7 @@ class Trainer:
             seed=cfg.seed,
             process_index=jax.process_index(),
             process_count=jax.process_count(),
+            permute_channels=cfg.get("permute_channels", False),
         )
 
     def init_state(self) -> dict:

@@ -785,3 +785,16 @@ def test_pad_and_crop_errors():
         data.pad_to_multiple(np.zeros((4, 4), np.uint8), 2)
     with pytest.raises(ImageError):
         data.crop(np.zeros((4, 4, 3), np.uint8), (5, 4))
+
+
+def test_channel_permutation_keeps_crops_and_is_deterministic():
+    from lcomp.data import ArraySource, TrainBatches
+
+    rng = np.random.default_rng(0)
+    source = ArraySource([rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)])
+    plain = TrainBatches(source, 16, 8, seed=3).batch(5)["image"]
+    permuted = TrainBatches(source, 16, 8, seed=3, permute_channels=True).batch(5)["image"]
+    np.testing.assert_array_equal(permuted, TrainBatches(source, 16, 8, seed=3, permute_channels=True).batch(5)["image"])
+    # The same crops and flips, only the channel order differs (and it does for some example).
+    np.testing.assert_array_equal(np.sort(permuted, axis=-1), np.sort(plain, axis=-1))
+    assert any(not np.array_equal(p, q) for p, q in zip(permuted, plain))
