@@ -222,3 +222,10 @@ def test_cli_cut_writes_the_prefix_file(tiny_model, photo, tmp_path, capsys):
     assert (tmp_path / "three.lcomp").read_bytes() == rnn_codec.cut(full.read_bytes(), 3)
     assert cli.main(["cut", "--iterations", "17", str(full), str(tmp_path / "x.lcomp")]) == 2
     assert "fewer than 17" in capsys.readouterr().err
+
+
+def test_blocks_that_cannot_reach_the_target_stop_where_they_saturate():
+    # quality per iteration (T=5) for three blocks: reaches 30 at t=2; saturates at ~25 from t=3; never improves
+    quality = np.array([[20, 21, 10], [30, 24, 10], [31, 25, 10], [32, 25.1, 10], [33, 25.2, 10]], float)[:, None, :]
+    counts, reachable = sabr.first_reaching(quality, 30.0, tolerance=0.25)
+    assert counts.tolist() == [[2, 3, 1]] and reachable.tolist() == [[True, False, False]]

@@ -8,12 +8,14 @@ as usual, and shows every block as it was after its own last iteration.
 lcomp's procedure (J18's exact one is unpublished; every choice below is a setting):
 
 1. Encode all T iterations; measure each block's quality after every iteration (on the 8-bit image).
-2. counts[block] = the first iteration at which the block reaches `target` (T if it never does; at least
-   `min_iterations`).
+2. counts[block] = the first iteration at which the block reaches `target` (at least `min_iterations`). A
+   block that never reaches it stops where its quality saturates (within 0.25 dB / 0.005 SSIM of its best):
+   more iterations would spend bits on it for nothing.
 3. Closed loop: re-run encoder and decoder with the later bits of each block zeroed, so that residuals and
    reconstructions are exactly what the decoder will compute; blocks that now miss the target get one more
    iteration; repeat until nothing changes (at most `max_rounds`). The zeroed bits of a block change its
-   neighbours through the recurrent states, which is why the loop is needed.
+   neighbours through the recurrent states, which is why the loop is needed. Blocks that cannot reach the
+   target are not raised.
 4. The decoder's output is `compose(reconstructions, counts)`: each block from iteration counts[block].
 
 The count map is coded with an adaptive model whose context is the count of the block above (integer
@@ -31,6 +33,8 @@ from lcomp import entropy
 from lcomp.errors import BitstreamError, ConfigError
 
 METRICS = ("psnr", "ssim")
+#: A block that cannot reach the target stops at the first iteration within this of its best quality.
+SATURATION_TOLERANCE = {"psnr": 0.25, "ssim": 0.005}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,12 +86,18 @@ def block_quality(original: np.ndarray, reconstruction: np.ndarray, block: int, 
     return ssim.mean(axis=-1)
 
 
-def first_reaching(quality: np.ndarray, target: float, min_iterations: int = 1) -> np.ndarray:
-    """counts[block] = 1 + the first iteration index whose quality >= target (T if none)."""
+def first_reaching(quality: np.ndarray, target: float, min_iterations: int = 1, tolerance: float = 0.0):
+    """Per-block iteration counts: 1 + the first iteration whose quality >= target.
+
+    A block that never reaches the target stops where its quality saturates: the first iteration within
+    `tolerance` of its best quality (spending more iterations on it would buy nothing). Returns
+    `(counts, reachable)`."""
     reached = quality >= target
+    reachable = reached.any(axis=0)
     t = quality.shape[0]
-    counts = np.where(reached.any(axis=0), reached.argmax(axis=0) + 1, t)
-    return np.clip(counts, min(min_iterations, t), t).astype(np.int32)
+    saturated = quality >= quality.max(axis=0, keepdims=True) - tolerance
+    counts = np.where(reachable, reached.argmax(axis=0), saturated.argmax(axis=0)) + 1
+    return np.clip(counts, min(min_iterations, t), t).astype(np.int32), reachable
 
 
 # --- masks and composition ------------------------------------------------------------------------------------
@@ -135,13 +145,15 @@ def allocate(
     settings.validate(downsampling)
     bits, recon = run(None)
     quality = block_quality(original_u8, to_u8(recon), settings.block, settings.metric)
-    counts = first_reaching(quality, settings.target, settings.min_iterations)
+    tolerance = SATURATION_TOLERANCE[settings.metric]
+    counts, reachable = first_reaching(quality, settings.target, settings.min_iterations, tolerance)
     for _ in range(settings.max_rounds):
         bits, recon = run(bit_mask(counts, iterations, settings.block, downsampling))
         decoded = to_u8(recon)
         final = compose(decoded, counts, settings.block)
         achieved = block_quality(original_u8, final, settings.block, settings.metric)
-        missed = (achieved < settings.target) & (counts < iterations)
+        # Only blocks that can reach the target get more iterations; the others stay where they saturate.
+        missed = (achieved < settings.target) & reachable & (counts < iterations)
         if not missed.any():
             return counts, bits, final
         counts = counts + missed.astype(np.int32)
