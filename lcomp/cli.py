@@ -36,9 +36,9 @@ def _rate_settings(args) -> dict:
         key, sep, raw = item.partition("=")
         if not sep:
             raise LcompError(f"--setting {item!r} must look like key=value")
-        from lcomp.configs import _parse_value
+        from lcomp.configs import parse_value
 
-        settings[key] = _parse_value(raw)
+        settings[key] = parse_value(raw)
     return settings
 
 

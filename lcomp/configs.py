@@ -128,7 +128,8 @@ def load_config(spec: str, overrides: Iterable[str] = ()) -> ml_collections.Conf
     return apply_overrides(config, overrides)
 
 
-def _parse_value(text: str):
+def parse_value(text: str):
+    """A command-line value: a Python literal if it parses as one, else the string itself."""
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
@@ -152,7 +153,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
             node = node[part]
         if leaf not in node:
             raise ConfigError(_unknown_key_message(key, config))
-        value = _parse_value(raw)
+        value = parse_value(raw)
         current = node[leaf]
         if isinstance(current, str) and not isinstance(value, str):
             value = raw  # e.g. --config.data.path=123 stays a string

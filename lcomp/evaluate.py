@@ -45,6 +45,7 @@ from tqdm.auto import tqdm
 
 import lcomp
 from lcomp import container
+from lcomp.configs import parse_value
 from lcomp.baselines import RateDistortionCodec, baseline_names, get_baseline
 from lcomp.data import (
     KODAK_ENV_VAR,
@@ -592,15 +593,6 @@ def load_results(folder: str | Path) -> EvalResults:
 # --- command line ------------------------------------------------------------------------------------------
 
 
-def _parse_value(text: str):
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
-
-
 def parse_settings(text: str) -> list[dict[str, Any]]:
     """``--settings``: a JSON list of dicts, or ``knob=v1,v2,...`` for a one-knob sweep."""
     text = text.strip()
@@ -615,7 +607,7 @@ def parse_settings(text: str) -> list[dict[str, Any]]:
     knob, sep, values = text.partition("=")
     if not sep or not knob.strip() or not values.strip():
         raise ConfigError(f"--settings must be JSON or 'knob=v1,v2,...', got {text!r}")
-    return [{knob.strip(): _parse_value(v.strip())} for v in values.split(",") if v.strip()]
+    return [{knob.strip(): parse_value(v.strip())} for v in values.split(",") if v.strip()]
 
 
 EVAL_DESCRIPTION = f"""\

@@ -416,15 +416,3 @@ def _maybe_initialize_distributed(config) -> None:
 def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, **kwargs) -> TrainResult:
     """Trains (or resumes) the run described by `config` in `workdir`."""
     return Trainer(config, workdir, **kwargs).fit()
-
-
-def evaluate_loss(trainer: Trainer, train_state: dict, batch: dict, rng_seed: int = 0) -> dict:
-    """The codec's loss and metrics on a batch in eval mode (deterministic quantizers)."""
-    params, state = train_state["params"], train_state["state"]
-
-    @jax.jit
-    def run(params, state, batch):
-        loss, (metrics, _) = trainer.codec.loss(params, state, batch, jax.random.key(rng_seed), train=False)
-        return dict(metrics, loss=loss)
-
-    return jax.device_get(run(params, state, trainer.to_global(batch)))

@@ -66,9 +66,3 @@ class Codec(abc.ABC):
         from lcomp.errors import ConfigError
 
         raise ConfigError(f"codec {cls.name!r} is not progressive: its files cannot be cut")
-
-    def settings_from_file(self, data: bytes) -> dict:
-        """The settings recorded in a file (what `lcomp info` shows)."""
-        from lcomp import container
-
-        return dict(container.unpack(data).header.settings)
