@@ -183,6 +183,19 @@ def _unknown_key_message(key: str, config) -> str:
     return f"unknown config key {key!r}{hint}"
 
 
+def dataclass_from_mapping(cls, mapping, what: str, convert=lambda v: v, **defaults):
+    """Builds the frozen settings dataclass `cls` from a dict or ConfigDict section; unknown keys are an error."""
+    import dataclasses
+
+    if hasattr(mapping, "to_dict"):
+        mapping = mapping.to_dict()
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(mapping) - names)
+    if unknown:
+        raise ConfigError(f"unknown {what} settings: {', '.join(unknown)}")
+    return cls(**{**defaults, **{k: convert(v) for k, v in dict(mapping).items()}})
+
+
 def to_json(config: ml_collections.ConfigDict) -> str:
     """Canonical JSON of a config (sorted keys), used for config.json and model fingerprints."""
     return json.dumps(config.to_dict(), sort_keys=True, default=list)

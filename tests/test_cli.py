@@ -1,7 +1,6 @@
 """The command line on the toy codec: compress, decompress, info, and clear errors on bad input."""
 
 import json
-import pathlib
 
 import numpy as np
 import pytest

@@ -64,13 +64,9 @@ class BitModelConfig:
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any] | Any, **defaults) -> "BitModelConfig":
-        if hasattr(mapping, "to_dict"):
-            mapping = mapping.to_dict()
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(mapping) - names)
-        if unknown:
-            raise ConfigError(f"unknown bit-model settings: {', '.join(unknown)}")
-        return cls(**{**defaults, **dict(mapping)})
+        from lcomp.configs import dataclass_from_mapping
+
+        return dataclass_from_mapping(cls, mapping, "bit-model", **defaults)
 
     def check_exactness(self, history_channels: int) -> None:
         """Every layer's worst-case sum of |products|, in units of its grid, must stay below 2^24: then every

@@ -129,13 +129,9 @@ class RNNCoderConfig:
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any] | Any) -> "RNNCoderConfig":
         """Build from a dict or an ``ml_collections.ConfigDict``; unknown keys raise ``ConfigError``."""
-        if hasattr(mapping, "to_dict"):
-            mapping = mapping.to_dict()
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(mapping) - names)
-        if unknown:
-            raise ConfigError(f"unknown RNN coder settings: {', '.join(unknown)}")
-        return cls(**{k: _as_tuple(v) for k, v in mapping.items()})
+        from lcomp.configs import dataclass_from_mapping
+
+        return dataclass_from_mapping(cls, mapping, "RNN coder", convert=_as_tuple)
 
     def validate(self) -> None:
         """Raise ``ConfigError`` for settings that cannot form a working network."""
