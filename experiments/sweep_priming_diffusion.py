@@ -39,8 +39,16 @@ def parse_args(argv=None):
     parser.add_argument("--images", help="evaluation images (folder); default: the embedded eval photographs")
     parser.add_argument("--out", required=True, help="sweep folder (one subfolder per cell)")
     parser.add_argument("--checkpoints", action="store_true", help="only evaluate cells that have a workdir")
-    parser.add_argument("overrides", nargs="*", help="extra --config.a.b=value overrides for every cell")
-    return parser.parse_args(argv)
+    parser.epilog = (parser.epilog or "") + "\nAny --config.a.b=value argument overrides that config key in every cell."
+    # `--config.a.b=value` overrides are collected apart from argparse, which would reject them as unknown options.
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args([a for a in argv if not a.startswith("--config.")])
+    args.overrides = [a for a in argv if a.startswith("--config.")]
+    return args
+
+
+def _number(text: str) -> float:
+    return float(text) if text not in ("", None) else float("nan")
 
 
 def cell_name(k: int, d: int) -> str:
@@ -94,7 +102,7 @@ def main(argv=None) -> int:
                 continue
             rows += cell_rows
             bpp = np.array([float(r["bpp"]) for r in cell_rows])
-            curves[(k, d)] = {m: (bpp, np.array([float(r[m]) for r in cell_rows])) for m in ("psnr", "ms_ssim_db")}
+            curves[(k, d)] = {m: (bpp, np.array([_number(r[m]) for r in cell_rows])) for m in ("psnr", "ms_ssim_db")}
     if not rows:
         print("no cell has results yet")
         return 1
@@ -110,6 +118,10 @@ def main(argv=None) -> int:
         for metric in ("psnr", "ms_ssim_db"):
             entry[f"bd_rate_{metric}_vs_k0_d0"] = None
             if anchor is not None and (k, d) != (0, 0) and len(curve[metric][0]) >= 4:
+                if np.isnan(curve[metric][1]).any() or np.isnan(anchor[metric][1]).any():
+                    # lcomp.evaluate leaves MS-SSIM empty for images too small for its five scales.
+                    entry[f"bd_rate_{metric}_vs_k0_d0"] = f"n/a ({metric} missing for some setting)"
+                    continue
                 try:
                     result = bdrate.bd_rate(*anchor[metric], *curve[metric], quality_axis=metric)
                     entry[f"bd_rate_{metric}_vs_k0_d0"] = round(result.value, 2)
@@ -123,11 +135,15 @@ def main(argv=None) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    # Colour says k, line style says d: twelve cells would wrap matplotlib's ten-colour cycle.
+    colours = {k: plt.get_cmap("viridis")(i / max(1, len(args.priming) - 1) * 0.9) for i, k in enumerate(args.priming)}
+    styles = dict(zip(args.diffusion, ["-", "--", ":", "-."] * len(args.diffusion)))
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for (k, d), curve in curves.items():
         for ax, metric in zip(axes, ("psnr", "ms_ssim_db")):
             order = np.argsort(curve[metric][0])
-            ax.plot(curve[metric][0][order], curve[metric][1][order], "o-", ms=3, label=f"k={k}, d={d}")
+            ax.plot(curve[metric][0][order], curve[metric][1][order], marker="o", ms=3, color=colours[k],
+                    linestyle=styles[d], label=f"k={k}, d={d}")
     axes[0].set_ylabel("PSNR (dB, RGB)")
     axes[1].set_ylabel("MS-SSIM (dB, RGB)")
     for ax in axes:
@@ -140,8 +156,15 @@ def main(argv=None) -> int:
     plt.close(fig)
 
     lines = ["| k | d | BD-rate PSNR vs k0 d0 | BD-rate MS-SSIM dB vs k0 d0 |", "|---|---|---|---|"]
+    def shown(e, metric):
+        value = e[f"bd_rate_{metric}_vs_k0_d0"]
+        if (e["priming"], e["diffusion"]) == (0, 0):
+            return "anchor"
+        return "n/a (no k=0, d=0 cell or too few points)" if value is None else (
+            f"{value:+.2f} %" if isinstance(value, float) else value)
+
     for e in summary:
-        lines.append(f"| {e['priming']} | {e['diffusion']} | {e['bd_rate_psnr_vs_k0_d0']} | {e['bd_rate_ms_ssim_db_vs_k0_d0']} |")
+        lines.append(f"| {e['priming']} | {e['diffusion']} | {shown(e, 'psnr')} | {shown(e, 'ms_ssim_db')} |")
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"results.csv, results.json, summary.md and rd.png in {out}")
