@@ -193,6 +193,17 @@ def _make_cell(config: RNNCoderConfig, features, input_kernel, hidden_kernel, st
     return ConvLSTMCell(forget_bias=config.lstm_forget_bias, **common)
 
 
+def _run_cells(cells, states: tuple, x: Array, after_each=None) -> tuple[tuple, Array]:
+    """One step of a stack of recurrent cells: each cell's output feeds the next (optionally transformed)."""
+    new_states = []
+    for cell, state in zip(cells, states):
+        state, x = cell(state, x)
+        new_states.append(state)
+        if after_each is not None:
+            x = after_each(x)
+    return tuple(new_states), x
+
+
 class RNNEncoder(nn.Module):
     """E-Conv + E-RNN#1..n + the binarizer's 1x1 conv and tanh (everything before ``binarize``).
 
@@ -218,12 +229,7 @@ class RNNEncoder(nn.Module):
         return self.input_conv(encoder_input)
 
     def step(self, states: tuple, features: Array) -> tuple[tuple, Array]:
-        new_states = []
-        x = features
-        for cell, state in zip(self.cells, states):
-            state, x = cell(state, x)
-            new_states.append(state)
-        return tuple(new_states), x
+        return _run_cells(self.cells, states, features)
 
     def code(self, top: Array) -> Array:
         return jnp.tanh(self.binarizer_conv(top).astype(jnp.float32))
@@ -257,13 +263,7 @@ class RNNDecoder(nn.Module):
         return self.input_conv(bits)
 
     def step(self, states: tuple, features: Array) -> tuple[tuple, Array]:
-        new_states = []
-        x = features
-        for cell, state in zip(self.cells, states):
-            state, x = cell(state, x)
-            new_states.append(state)
-            x = depth_to_space(x, 2)
-        return tuple(new_states), x
+        return _run_cells(self.cells, states, features, after_each=lambda x: depth_to_space(x, 2))
 
     def to_image(self, features: Array) -> Array:
         y = self.output_conv(features)
