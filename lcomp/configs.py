@@ -21,8 +21,9 @@ import ast
 import difflib
 import importlib.util
 import json
+import operator
 import pathlib
-from typing import Iterable
+from typing import Any, Iterable
 
 import ml_collections
 
@@ -203,3 +204,16 @@ def to_json(config: ml_collections.ConfigDict) -> str:
 
 def from_json(text: str) -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(json.loads(text))
+
+
+def integer_setting(label: str, value: Any, minimum: int | None = None) -> int:
+    """An integer setting (Python, numpy or 0-d JAX integer; not bool), checked against a lower bound."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        number = operator.index(value)
+    except TypeError:
+        raise ConfigError(f"{label} must be an integer, got {value!r}") from None
+    if minimum is not None and number < minimum:
+        raise ConfigError(f"{label} must be >= {minimum}, got {number}")
+    return number

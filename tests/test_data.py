@@ -450,7 +450,7 @@ def test_embedded_source_does_not_import_skimage():
         "import sys; from lcomp import data; s = data.EmbeddedSource('eval'); s[0]; "
         "print('skimage' in sys.modules)"
     )
-    repo_root = Path(data.__file__).resolve().parent.parent
+    repo_root = Path(data.__file__).resolve().parents[2]
     result = subprocess.run([sys.executable, "-c", code], cwd=repo_root, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
 
@@ -554,7 +554,7 @@ def test_tfds_source_unprepared_data_set_fails_without_network(tfds_tiny, tmp_pa
 
 def test_kodak_dir_default_and_override(monkeypatch, tmp_path):
     monkeypatch.delenv("LCOMP_KODAK", raising=False)
-    repo_root = Path(data.__file__).resolve().parent.parent
+    repo_root = Path(data.__file__).resolve().parents[2]
     assert data.kodak_dir() == repo_root.parent / "shared" / "data" / "kodak"
     monkeypatch.setenv("LCOMP_KODAK", str(tmp_path))
     assert data.kodak_dir() == tmp_path
