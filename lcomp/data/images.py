@@ -181,20 +181,13 @@ def _decode_rgb8(image: Image.Image, opener) -> np.ndarray:
     if mode == "RGBX":
         return _decode_rgb8(image.convert("RGB"), opener)
 
-    if mode == "RGB":
+    if mode in ("RGB", "L"):
         color = np.asarray(image)
         alpha = None if transparency is None else _alpha_from_color_key(color, transparency, 255)
         return _to_rgb8(color, alpha, 255)
-    if mode == "RGBA":
+    if mode in ("RGBA", "LA"):  # colour or gray, then alpha last
         channels = np.asarray(image)
-        return _to_rgb8(channels[..., :3], channels[..., 3], 255)
-    if mode == "L":
-        gray = np.asarray(image)
-        alpha = None if transparency is None else _alpha_from_color_key(gray, transparency, 255)
-        return _to_rgb8(gray, alpha, 255)
-    if mode == "LA":
-        channels = np.asarray(image)
-        return _to_rgb8(channels[..., 0], channels[..., 1], 255)
+        return _to_rgb8(channels[..., :-1], channels[..., -1], 255)
     if mode.startswith("I;16"):  # I;16, I;16B, I;16L, I;16N: unsigned 16-bit gray in some byte order
         gray = np.asarray(image).astype(np.uint16)
         alpha = None if transparency is None else _alpha_from_color_key(gray, transparency, 65535)
