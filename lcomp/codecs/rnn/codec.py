@@ -211,26 +211,34 @@ class RecurrentCoder(Codec):
         counts, bits, _ = sabr.allocate(run, padded, iterations, sabr_settings, self.net_config.downsampling, to_u8)
         return padded.shape[:2], bits, counts, sabr_settings
 
-    def compress(self, variables, image, *, iterations=None, target_quality=None, bpp=None, **settings):
-        from lcomp import models
-
-        image = self._check_image(image)
+    def _prepare(self, variables, image, iterations, target_quality, settings):
+        """What compress and estimate_bits share: checked settings, the encoder's bits (with SABR's counts
+        and settings, or None) and the mask of positions that send bits."""
         iterations = int(iterations or self.iterations)
         if not 1 <= iterations <= self.iterations:
             raise ConfigError(f"iterations must lie in 1..{self.iterations}, got {iterations}")
-        if target_quality is not None and bpp is not None:
-            raise ConfigError("give either a target quality or a target bpp, not both")
         unknown = set(settings) - {"sabr_metric", "sabr_block"}
         if unknown:
             raise ConfigError(f"{self.name} has no setting(s) {sorted(unknown)}")
         _, bits, counts, sabr_settings = self._analyse(variables, image, iterations, target_quality, dict(settings))
+        sent = self._sent_mask(counts, sabr_settings and sabr_settings.block, iterations, bits.shape)
+        return iterations, bits, counts, sabr_settings, sent
+
+    def compress(self, variables, image, *, iterations=None, target_quality=None, bpp=None, **settings):
+        from lcomp import models
+
+        if target_quality is not None and bpp is not None:
+            raise ConfigError("give either a target quality or a target bpp, not both")
+        image = self._check_image(image)
+        iterations, bits, counts, sabr_settings, sent = self._prepare(
+            variables, image, iterations, target_quality, settings
+        )
         parts = []
         header_settings = {"iterations": iterations}
         if counts is not None:
             parts.append(("sabr", sabr.encode_count_map(counts, iterations)))
             header_settings.update(sabr_block=sabr_settings.block, sabr_metric=sabr_settings.metric,
                                    target_quality=sabr_settings.target)
-        sent = self._sent_mask(counts, sabr_settings and sabr_settings.block, iterations, bits.shape)
         encoders = [entropy.SymbolEncoder(FREQUENCY_PRECISION) for _ in range(iterations)]
 
         def per_pass(t, positions, freqs):
@@ -267,9 +275,7 @@ class RecurrentCoder(Codec):
     def estimate_bits(self, variables, image, *, iterations=None, target_quality=None, **settings):
         """The bit model's estimate (sum of -log2 p over the bits sent, from the coding passes) + SABR map."""
         image = self._check_image(image)
-        iterations = int(iterations or self.iterations)
-        _, bits, counts, sabr_settings = self._analyse(variables, image, iterations, target_quality, dict(settings))
-        sent = self._sent_mask(counts, sabr_settings and sabr_settings.block, iterations, bits.shape)
+        iterations, bits, counts, _, sent = self._prepare(variables, image, iterations, target_quality, settings)
         total = 0.0
 
         def per_pass(t, positions, freqs):
