@@ -47,10 +47,6 @@ def parse_args(argv=None):
     return args
 
 
-def _number(text: str) -> float:
-    return float(text) if text not in ("", None) else float("nan")
-
-
 def cell_name(k: int, d: int) -> str:
     return f"k{k}_d{d}"
 
@@ -59,8 +55,7 @@ def run_cell(args, k: int, d: int, images) -> list[dict] | None:
     from lcomp import configs, evaluate, models, train
 
     folder = pathlib.Path(args.out) / cell_name(k, d)
-    table = folder / "eval" / "rd_by_setting.csv"
-    if not table.exists():
+    if not (folder / "eval" / evaluate.BY_SETTING_FILE).exists():
         workdir = folder / "workdir"
         if args.checkpoints:
             if not (workdir / train.CONFIG_FILE).exists():
@@ -80,8 +75,7 @@ def run_cell(args, k: int, d: int, images) -> list[dict] | None:
         evaluate.evaluate_codec(adapter, images, folder / "eval", settings=settings, progress=True)
     else:
         print(f"{cell_name(k, d)}: finished earlier, skipped")
-    with open(table, newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = evaluate.load_results(folder / "eval").by_setting  # typed values; None where a metric is missing
     return [{"priming": k, "diffusion": d, **row} for row in rows]
 
 
@@ -89,6 +83,7 @@ def main(argv=None) -> int:
     import numpy as np
 
     from lcomp import bdrate, data
+    from lcomp.errors import LcompError
 
     args = parse_args(argv)
     out = pathlib.Path(args.out)
@@ -101,8 +96,8 @@ def main(argv=None) -> int:
             if not cell_rows:
                 continue
             rows += cell_rows
-            bpp = np.array([float(r["bpp"]) for r in cell_rows])
-            curves[(k, d)] = {m: (bpp, np.array([_number(r[m]) for r in cell_rows])) for m in ("psnr", "ms_ssim_db")}
+            bpp = np.array([r["bpp"] for r in cell_rows], dtype=float)
+            curves[(k, d)] = {m: (bpp, np.array([r[m] for r in cell_rows], dtype=float)) for m in ("psnr", "ms_ssim_db")}
     if not rows:
         print("no cell has results yet")
         return 1
@@ -125,7 +120,7 @@ def main(argv=None) -> int:
                 try:
                     result = bdrate.bd_rate(*anchor[metric], *curve[metric], quality_axis=metric)
                     entry[f"bd_rate_{metric}_vs_k0_d0"] = round(result.value, 2)
-                except Exception as exc:  # a cell whose curve does not overlap the anchor's
+                except LcompError as exc:  # e.g. a cell whose curve does not overlap the anchor's
                     entry[f"bd_rate_{metric}_vs_k0_d0"] = f"n/a ({exc})"
         summary.append(entry)
     (out / "results.json").write_text(json.dumps({"cells": summary, "rows": rows}, indent=2))
