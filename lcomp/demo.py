@@ -12,7 +12,6 @@ buys.
 
 from __future__ import annotations
 
-import io
 import json
 import pathlib
 import time
@@ -23,18 +22,10 @@ CUT_POINTS = (1, 2, 4, 8, 16)
 JPEG_QUALITIES = (5, 10, 20, 35, 50, 75, 90)
 
 
-def _quality(original: np.ndarray, decoded: np.ndarray) -> dict:
-    from lcomp import metrics
-
-    return {
-        "psnr": float(metrics.psnr(original, decoded)),
-        "ms_ssim": float(metrics.ms_ssim(original, decoded)),
-    }
-
-
 def _learned_points(model, image, name, out: pathlib.Path, label: str, write_files: bool):
     from lcomp import data
     from lcomp.codecs.rnn.codec import cut
+    from lcomp.evaluate import measure_quality
 
     h, w = image.shape[:2]
     full = model.codec.compress(model.variables, image)
@@ -48,23 +39,21 @@ def _learned_points(model, image, name, out: pathlib.Path, label: str, write_fil
             (out / f"{name}_it{t:02d}.lcomp").write_bytes(blob)
             data.save_image(out / f"{name}_it{t:02d}.png", decoded)
         points.append({"codec": label, "iterations": t, "bytes": len(blob), "bpp": 8 * len(blob) / (h * w),
-                       "bpp_raw": t / 8, **_quality(image, decoded)})
+                       "bpp_raw": t / 8, **measure_quality(image, decoded)})
     return points
 
 
 def _jpeg_points(image):
-    from PIL import Image
+    from lcomp.baselines import get_baseline
+    from lcomp.evaluate import measure_quality
 
-    from lcomp import data
-
+    jpeg = get_baseline("jpeg420")  # the same codec `lcomp eval --codec jpeg420` measures
     h, w = image.shape[:2]
     points = []
     for q in JPEG_QUALITIES:
-        buffer = io.BytesIO()
-        Image.fromarray(image).save(buffer, "JPEG", quality=q, subsampling=2)
-        decoded = data.load_image(buffer.getvalue())
-        points.append({"codec": "JPEG 4:2:0 (libjpeg-turbo)", "quality": q, "bytes": buffer.tell(),
-                       "bpp": 8 * buffer.tell() / (h * w), **_quality(image, decoded)})
+        blob = jpeg.encode(image, quality=q)
+        points.append({"codec": jpeg.label, "quality": q, "bytes": len(blob), "bpp": 8 * len(blob) / (h * w),
+                       **measure_quality(image, jpeg.decode(blob))})
     return points
 
 
@@ -79,7 +68,7 @@ def _plot(points, path: pathlib.Path, title: str):
         curve = sorted((p for p in points if p["codec"] == label), key=lambda p: p["bpp"])
         bpp = [p["bpp"] for p in curve]
         axes[0].plot(bpp, [p["psnr"] for p in curve], "o-", label=label)
-        axes[1].plot(bpp, [-10 * np.log10(max(1 - p["ms_ssim"], 1e-10)) for p in curve], "o-", label=label)
+        axes[1].plot(bpp, [p["ms_ssim_db"] for p in curve], "o-", label=label)
     axes[0].set_ylabel("PSNR (dB, RGB)")
     axes[1].set_ylabel("MS-SSIM (dB, RGB)")
     for ax in axes:

@@ -237,7 +237,8 @@ def _image_metrics(original, decoded):
 _ms_ssim = jax.jit(ms_ssim)
 
 
-def _measure(original: np.ndarray, decoded: np.ndarray) -> dict[str, float | None]:
+def measure_quality(original: np.ndarray, decoded: np.ndarray) -> dict[str, float | None]:
+    """PSNR, PSNR-Y, MS-SSIM and MS-SSIM in dB of a decoded 8-bit image (MS-SSIM None below its minimum size)."""
     value_psnr, value_psnr_y = (float(v) for v in _image_metrics(original, decoded))
     result = {"psnr": value_psnr, "psnr_y": value_psnr_y, "ms_ssim": None, "ms_ssim_db": None}
     if min(original.shape[:2]) >= MS_SSIM_MIN_SIDE:  # smaller images have no MS-SSIM (no shrinking window)
@@ -377,7 +378,7 @@ def _round_trip(codec: RateDistortionCodec, name: str, original: np.ndarray, set
         "bpp": 8.0 * len(data) / pixels,
         "bpp_estimated": None if estimated_bits is None else estimated_bits / pixels,
         **codec.file_layout(data),  # header_bytes, part_bytes
-        **_measure(original, decoded),
+        **measure_quality(original, decoded),
         "encode_s": encode_s,
         "decode_s": decode_s,
     }
