@@ -49,6 +49,11 @@ def optimizer_config(learning_rate: float = 1e-4, **overrides) -> ml_collections
             eps=1e-8,
             weight_decay=0.0,
             grad_clip_norm=0.0,  # 0 disables clipping
+            # Training window: the group is updated at steps train_from_step <= step < train_until_step
+            # (0 = no end); outside it its parameters and optimizer state stay as they are (frozen), and its
+            # schedule counts only the steps it trained. Li et al. 2018 train in stages with this.
+            train_from_step=0,
+            train_until_step=0,
         )
     )
     cfg.update(overrides)

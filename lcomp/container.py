@@ -395,3 +395,108 @@ def check_model(container: Container, codec_name: str, fingerprint: bytes) -> No
             f"this file was made by codec {header.codec} / model {header.fingerprint.hex()}, but the loaded"
             f" model is {codec_name} / {bytes(fingerprint).hex()}"
         )
+
+
+# ----------------------------------------------------------------------------------------------------
+# Part layouts: which parts a codec's files hold, declared once; validate / cut / cut-to-rate for all codecs
+
+
+@dataclasses.dataclass(frozen=True)
+class PartLayout:
+    """The parts of one codec's files, declared instead of hand-checked.
+
+    A file holds, in this order, side-information parts (`side`, each optional unless listed in
+    `required`), then its stream parts. Stream parts are either a fixed tuple (`streams`, a codec that is
+    not progressive) or numbered (`numbered_streams` = prefix): `prefix01`, `prefix02`, ... up to the count
+    the header records under `count_setting`. A progressive file may hold any non-empty prefix of its
+    numbered streams; `cut` and `cut_to_rate` write such prefixes without re-encoding.
+
+    Examples::
+
+        PartLayout(side=("sabr",), numbered_streams="t", count_setting="iterations")   # recurrent coder
+        PartLayout(side=("mask",), required=("mask",), streams=("symbols",))           # one-shot codec
+    """
+
+    side: tuple[str, ...] = ()
+    required: tuple[str, ...] = ()
+    streams: tuple[str, ...] = ()
+    numbered_streams: str = ""
+    count_setting: str = ""
+
+    def __post_init__(self):
+        if bool(self.streams) == bool(self.numbered_streams):
+            raise ValueError("a PartLayout has either fixed `streams` or `numbered_streams`, not both or neither")
+        if self.numbered_streams and not self.count_setting:
+            raise ValueError("numbered streams need the header setting that records their count")
+        if not set(self.required) <= set(self.side):
+            raise ValueError("required side parts must be listed in `side`")
+
+    @property
+    def progressive(self) -> bool:
+        return bool(self.numbered_streams)
+
+    def stream_name(self, index: int) -> str:
+        """Name of stream `index` (0-based)."""
+        if self.progressive:
+            return f"{self.numbered_streams}{index + 1:02d}"
+        return self.streams[index]
+
+    def recorded_count(self, container: Container, limit: int | None = None) -> int:
+        """The full stream count of a progressive file (its header setting), checked against 1..limit."""
+        value = container.header.settings.get(self.count_setting)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1 or (limit is not None and value > limit):
+            bound = f"1..{limit}" if limit is not None else ">= 1"
+            raise BitstreamError(f"file records {self.count_setting}={value!r}; expected an integer in {bound}")
+        return value
+
+    def validate(self, container: Container, limit: int | None = None) -> int:
+        """Checks the file's parts against the layout; returns how many stream parts it holds.
+
+        `limit` bounds the count a progressive file may record (the model's own maximum)."""
+        names = list(container.part_names)
+        side = [n for n in names if n in self.side]
+        missing = [n for n in self.required if n not in side]
+        expected_side = [n for n in self.side if n in side]
+        if self.progressive:
+            total = self.recorded_count(container, limit)
+            streams = names[len(side):]
+            expected_streams = [self.stream_name(i) for i in range(len(streams))]
+            ok = 1 <= len(streams) <= total and streams == expected_streams
+            described = f"{self.stream_name(0)}..{self.stream_name(total - 1)} (a non-empty prefix)"
+        else:
+            streams = names[len(side):]
+            ok = streams == list(self.streams)
+            described = ", ".join(self.streams)
+        if missing or names[: len(side)] != expected_side or not ok:
+            sides = ", ".join(f"{n}{'' if n in self.required else ' (optional)'}" for n in self.side)
+            raise BitstreamError(
+                f"unexpected parts {', '.join(names) or 'none'}; expected {sides + ', ' if sides else ''}{described}"
+            )
+        return len(streams)
+
+    def cut(self, data: bytes, count: int, limit: int | None = None) -> bytes:
+        """A progressive file cut after its first `count` streams: a valid file in its own right."""
+        from lcomp.errors import ConfigError
+
+        if not self.progressive:
+            raise ConfigError("this codec's files are not progressive: they cannot be cut")
+        if isinstance(count, bool) or int(count) != count or count < 1:
+            raise ConfigError(f"a cut file needs at least one {self.count_setting[:-1] or 'stream'}, got {count}")
+        box = unpack(data)
+        held = self.validate(box, limit)
+        if count > held:
+            raise ConfigError(f"the file holds {held} {self.count_setting}; cannot keep {count}")
+        names = [n for n in box.part_names if n in self.side] + [self.stream_name(i) for i in range(int(count))]
+        return pack(box.with_parts(names))
+
+    def cut_to_rate(self, data: bytes, max_bytes: float, limit: int | None = None) -> bytes:
+        """The longest prefix whose whole file fits in `max_bytes` (at least one stream, even if larger)."""
+        box = unpack(data)
+        held = self.validate(box, limit)
+        best = self.cut(data, 1, limit)
+        for count in range(2, held + 1):
+            candidate = self.cut(data, count, limit)
+            if len(candidate) > max_bytes:
+                break
+            best = candidate
+        return best

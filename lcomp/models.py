@@ -25,34 +25,11 @@ from lcomp import configs
 from lcomp.codecs import registry
 from lcomp.codecs.base import Codec, Variables
 from lcomp.errors import ConfigError, LcompError, ModelMismatchError
+from lcomp.fingerprint import fingerprint
 
 MODEL_FILE = "model.json"
 VARIABLES_FILE = "variables.msgpack"
 ZOO_DIR = pathlib.Path(__file__).resolve().parent / "zoo"
-
-_FINGERPRINT_CACHE: list[tuple[object, bytes]] = []
-
-
-def fingerprint(variables: Variables) -> bytes:
-    """8 bytes identifying a model's parameters and state exactly (same on every machine)."""
-    for obj, value in _FINGERPRINT_CACHE:
-        if obj is variables:
-            return value
-    digest = hashlib.sha256()
-    leaves = jax.tree_util.tree_flatten_with_path(
-        {"params": variables["params"], "state": variables.get("state", {})}
-    )[0]
-    for path, leaf in leaves:
-        array = np.ascontiguousarray(np.asarray(leaf))
-        digest.update(jax.tree_util.keystr(path).encode())
-        digest.update(f"{array.dtype.str}{array.shape}".encode())
-        digest.update(array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes())
-    value = digest.digest()[:8]
-    # Keep the object alive with its fingerprint so that `is` identifies it; a short list is enough.
-    _FINGERPRINT_CACHE.insert(0, (variables, value))
-    del _FINGERPRINT_CACHE[4:]
-    return value
-
 
 @dataclasses.dataclass
 class LoadedModel:
