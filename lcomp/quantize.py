@@ -27,7 +27,7 @@ import jax.numpy as jnp
 
 Array = jax.Array
 
-__all__ = ["binarize", "threshold_ste", "round_ste", "nearest_center", "soft_assignment"]
+__all__ = ["binarize", "threshold_ste", "round_ste", "floor_ste", "nearest_center", "soft_assignment"]
 
 
 @jax.custom_vjp
@@ -84,6 +84,12 @@ def round_ste(x: Array) -> Array:
     """``round(x)`` forward (``jnp.round``: halves to even), identity gradient."""
     x = jnp.asarray(x)
     return _straight_through(x, jax.lax.stop_gradient(jnp.round(x)))
+
+
+def floor_ste(x: Array) -> Array:
+    """``floor(x)`` forward, identity gradient (exact networks' activations: flooring onto a grid)."""
+    x = jnp.asarray(x)
+    return _straight_through(x, jax.lax.stop_gradient(jnp.floor(x)))
 
 
 def soft_assignment(z: Array, centers: Array, sigma: float = 1.0) -> Array:

@@ -9,6 +9,9 @@ file format.
 
 from __future__ import annotations
 
+import decimal
+import functools
+
 import numpy as np
 
 from lcomp.errors import LcompError
@@ -173,3 +176,87 @@ def check_symbols(symbols, num_rows: int, num_symbols: int) -> np.ndarray:
             f"symbols must lie in [0, {num_symbols - 1}], got values in [{flat.min()}, {flat.max()}]"
         )
     return flat.astype(np.int32)
+
+
+# --- correctly rounded tables for exact networks' logits ----------------------------------------------------
+# An exact network's logit is an integer index k on a grid (logit = (k - limit * steps) / steps). These
+# functions turn indices into integer frequencies with integer or `decimal` arithmetic only, so the same
+# index gives the same frequency on every machine and backend.
+
+
+@functools.lru_cache(maxsize=16)
+def binary_logit_table(steps_per_unit: int, limit: int, precision: int = DEFAULT_PRECISION) -> np.ndarray:
+    """Integer frequency of bit = 1 for every logit index 0 .. 2 * limit * steps, out of 2**precision.
+
+    `round_half_even(sigmoid(z) * 2**precision)` with a correctly rounded `decimal` exp, clipped to
+    [1, 2**precision - 1] so that both outcomes stay codable."""
+    precision = check_precision(precision)
+    context = decimal.Context(prec=40)
+    total = 1 << precision
+    steps = limit * steps_per_unit
+    table = []
+    for k in range(-steps, steps + 1):
+        z = decimal.Decimal(k) / steps_per_unit
+        p = decimal.Decimal(1) / (1 + context.exp(-z))
+        table.append(min(max(int((p * total).to_integral_value(decimal.ROUND_HALF_EVEN)), 1), total - 1))
+    table = np.asarray(table, np.int64)
+    table.setflags(write=False)
+    return table
+
+
+def binary_frequencies(logit_index, steps_per_unit: int, limit: int, precision: int = DEFAULT_PRECISION):
+    """(..., 2) integer frequencies (bit 0, bit 1) for logit indices of any shape."""
+    one = binary_logit_table(steps_per_unit, limit, precision)[np.asarray(logit_index)]
+    return np.stack([(1 << precision) - one, one], axis=-1)
+
+
+#: exp(-d / steps) for the categorical tables is held as an integer with this many fraction bits.
+_EXP_BITS = 30
+
+
+@functools.lru_cache(maxsize=16)
+def _exp_table(steps_per_unit: int, limit: int) -> np.ndarray:
+    """round(2**30 * exp(-d / steps)) for d = 0 .. 2 * limit * steps (correctly rounded via `decimal`)."""
+    context = decimal.Context(prec=40)
+    scale = decimal.Decimal(1 << _EXP_BITS)
+    values = [
+        int((context.exp(decimal.Decimal(-d) / steps_per_unit) * scale).to_integral_value(decimal.ROUND_HALF_EVEN))
+        for d in range(2 * limit * steps_per_unit + 1)
+    ]
+    table = np.asarray(values, np.int64)
+    table.setflags(write=False)
+    return table
+
+
+def categorical_frequencies(logit_index, steps_per_unit: int, limit: int, precision: int = DEFAULT_PRECISION):
+    """Integer frequency rows (n, L) for L-ary symbols from logit indices (n, L), in integer arithmetic only.
+
+    softmax weights w_i = round(2**30 * exp(-(max_k - k_i) / steps)) from a `decimal` table; then every symbol
+    gets 1 and the remaining 2**precision - L units are shared as floor(w_i * free / sum w), the units lost to
+    rounding going one each to the largest remainders (ties: lowest index). Every row sums to 2**precision,
+    every entry >= 1, identically on every machine."""
+    precision = check_precision(precision)
+    index = np.asarray(logit_index, np.int64)
+    if index.ndim != 2 or index.shape[1] < 2:
+        raise EntropyCodingError(f"logit indices must have shape (n, L) with L >= 2, got {index.shape}")
+    num_symbols = index.shape[1]
+    total = 1 << precision
+    if num_symbols > total:
+        raise EntropyCodingError(f"L={num_symbols} symbols do not fit into {precision}-bit frequencies")
+    table = _exp_table(steps_per_unit, limit)
+    top = 2 * limit * steps_per_unit
+    if index.size and (index.min() < 0 or index.max() > top):
+        raise EntropyCodingError(f"logit indices must lie in 0..{top}")
+    weights = table[index.max(axis=1, keepdims=True) - index]  # the largest weight of a row is 2**30
+    free = total - num_symbols
+    row_sum = weights.sum(axis=1, keepdims=True)  # <= L * 2**30: int64 products below stay < 2**63
+    scaled = weights * free
+    shares = scaled // row_sum
+    remainders = scaled - shares * row_sum
+    freqs = shares + 1
+    leftover = total - freqs.sum(axis=1)
+    order = np.argsort(-remainders, axis=1, kind="stable")
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(num_symbols)[None, :], axis=1)
+    freqs += rank < leftover[:, None]
+    return freqs.astype(np.uint32)

@@ -27,23 +27,16 @@ from lcomp import container, entropy, losses
 from lcomp.codecs.base import Codec
 from lcomp.codecs.registry import register
 from lcomp.codecs.rnn import sabr
-from lcomp.codecs.rnn.entropy_model import (
-    FREQUENCY_PRECISION,
-    PASSES,
-    BitModelConfig,
-    BitProbabilityModel,
-    checkerboard,
-)
+from lcomp.codecs.rnn.entropy_model import FREQUENCY_PRECISION, BitModelConfig, BitProbabilityModel
+from lcomp.entropy import schedules
+from lcomp.entropy.side_info import mask_from_counts
+from lcomp.fingerprint import fingerprint
+from lcomp.interface import Compressed
 from lcomp.codecs.rnn.network import RNNCoderConfig, RNNCoderNetwork
 from lcomp.data import crop, pad_to_multiple
-from lcomp.errors import BitstreamError, ConfigError, ImageError
+from lcomp.errors import BitstreamError, ConfigError
 
 LOSSES = ("l1", "ssim_weighted_l1")
-
-
-def part_name(t: int) -> str:
-    """Container part holding iteration t (0-based) of the bits."""
-    return f"t{t + 1:02d}"
 
 
 def to_float(image_u8):
@@ -60,6 +53,7 @@ class RecurrentCoder(Codec):
     """Toderici et al. 2017 recurrent coder with Johnston et al. 2018's switches."""
 
     param_groups = ("autoencoder", "context_model")
+    part_layout = container.PartLayout(side=("sabr",), numbered_streams="t", count_setting="iterations")
 
     def __init__(self, config: ml_collections.ConfigDict):
         super().__init__(config)
@@ -146,37 +140,46 @@ class RecurrentCoder(Codec):
         # Exact integer arithmetic inside (see entropy_model.py): the same table index on every machine.
         return self.bit_model.logit_index(self.bit_model.iteration_logits(params, bits, t))
 
-    # --- the bit streams (one function for both ends: same inputs, same order) ----------------------------
-    def _code_iterations(self, context_params, shape, num_iterations, sent, per_pass):
-        """Walks the iterations and passes in coding order; `per_pass(t, positions, freqs)` codes or decodes
-        the bits of one pass (freqs: (n, 2) integer frequencies of bit 0 / bit 1) and returns them as +-1."""
-        t_total, n, h, w, c = shape
-        bits = np.zeros(shape, np.float32)
-        parity = checkerboard(h, w)
-        for t in range(num_iterations):
-            for p in range(PASSES):
-                index = np.asarray(self._iteration_logit_index(context_params, bits, t))
-                positions = (parity == p)[None] & sent[t]  # (N, h, w)
-                freqs = self.bit_model.frequencies(index[positions])  # (n, C, 2)
-                bits[t][positions] = per_pass(t, positions, freqs.reshape(-1, 2)).reshape(freqs.shape[:2])
-        return bits
+    @functools.partial(jax.jit, static_argnums=(0,))
+    def _all_logit_index(self, params, bits):
+        # The encoder's dense pass: every iteration teacher-forced at once, equal to the passes (exact).
+        return self.bit_model.logit_index(self.bit_model.iteration_logits_all(params, bits))
+
+    # --- the bit streams ----------------------------------------------------------------------------------
+    # Symbols are the bits as integers (1 for +1, 0 for -1); `sent` marks the bits a file carries (SABR
+    # leaves later iterations of a block unsent, and the model sees them as 0).
+    def _schedule(self, shape):
+        t, n, h, w, c = shape
+        return schedules.checkerboard_iterations(t, n, h, w, c, self.part_layout.stream_name)
+
+    @staticmethod
+    def _as_bits(symbols, sent):
+        return np.where(sent, 2.0 * symbols - 1.0, 0.0).astype(np.float32)
+
+    def _pass_tables(self, context_params, sent):
+        """The decoder's table function: iteration t's logits from the bits decoded so far, one call per pass."""
+
+        def tables(symbols, coding_pass, where):
+            t, _ = coding_pass.step
+            index = np.asarray(self._iteration_logit_index(context_params, self._as_bits(symbols, sent), t))
+            return self.bit_model.frequencies(index[where[t]])
+
+        return tables
+
+    def _dense_tables(self, context_params, sent):
+        def dense(symbols):
+            return self.bit_model.frequencies(np.asarray(self._all_logit_index(context_params, self._as_bits(symbols, sent))))
+
+        return dense
 
     def _sent_mask(self, counts, block, t_total, shape):
-        """(T, N, h, w) bool: which code positions send bits (all of them without SABR)."""
+        """(T, N, h, w, 1) bool: which code positions send bits (all of them without SABR)."""
         n, h, w = shape[1:4]
         if counts is None:
-            return np.ones((t_total, n, h, w), bool)
-        return sabr.bit_mask(counts, t_total, block, self.net_config.downsampling).astype(bool)[:, None]
+            return np.ones((t_total, n, h, w, 1), bool)
+        return mask_from_counts(counts, t_total, block // self.net_config.downsampling)[:, None, :, :, None]
 
     # --- compress -----------------------------------------------------------------------------------------
-    def _check_image(self, image):
-        image = np.asarray(image)
-        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-            raise ImageError(f"expected a uint8 H x W x 3 image, got {image.dtype} {image.shape}")
-        if min(image.shape[:2]) < 1:
-            raise ImageError("empty image")
-        return image
-
     def _sabr_settings(self, target_quality, settings):
         cfg = self.sabr_defaults
         return sabr.SabrSettings(
@@ -188,16 +191,15 @@ class RecurrentCoder(Codec):
         )
 
     def _analyse(self, variables, image, iterations, target_quality, settings):
-        """Runs the encoder (and SABR); returns padded size, bits (T,1,h,w,C) with zeros for unsent bits,
-        counts (or None), sabr settings (or None)."""
+        """Runs the encoder (and SABR); returns the bits (T,1,h,w,C) with zeros for unsent bits, the counts
+        (or None) and the SABR settings (or None)."""
         params = variables["params"]["autoencoder"]
         sabr_settings = self._sabr_settings(target_quality, settings) if target_quality is not None else None
         multiple = self.pad_multiple if sabr_settings is None else math.lcm(self.pad_multiple, sabr_settings.block)
         padded, _ = pad_to_multiple(image, multiple)
         x = to_float(padded)[None]
         if sabr_settings is None:
-            bits = np.asarray(self._encode(params, x, iterations).bits)
-            return padded.shape[:2], bits, None, None
+            return np.asarray(self._encode(params, x, iterations).bits), None, None
 
         def run(mask):
             if mask is None:
@@ -209,151 +211,93 @@ class RecurrentCoder(Codec):
             return np.asarray(bits), np.asarray(self._decode(params, bits)[:, 0])
 
         counts, bits, _ = sabr.allocate(run, padded, iterations, sabr_settings, self.net_config.downsampling, to_u8)
-        return padded.shape[:2], bits, counts, sabr_settings
+        return bits, counts, sabr_settings
 
-    def _prepare(self, variables, image, iterations, target_quality, settings):
-        """What compress and estimate_bits share: checked settings, the encoder's bits (with SABR's counts
-        and settings, or None) and the mask of positions that send bits."""
+    def compress(self, variables, image, *, iterations=None, target_quality=None, bpp=None, **settings):
+        """Encodes `iterations` iterations (default all), SABR with `target_quality`, or the longest
+        progressive prefix within `bpp`; returns the file and the bit model's estimate of its payload."""
+        if target_quality is not None and bpp is not None:
+            raise ConfigError("give either a target quality or a target bpp, not both")
+        image = self.check_image(image)
         iterations = int(iterations or self.iterations)
         if not 1 <= iterations <= self.iterations:
             raise ConfigError(f"iterations must lie in 1..{self.iterations}, got {iterations}")
         unknown = set(settings) - {"sabr_metric", "sabr_block"}
         if unknown:
             raise ConfigError(f"{self.name} has no setting(s) {sorted(unknown)}")
-        _, bits, counts, sabr_settings = self._analyse(variables, image, iterations, target_quality, dict(settings))
+        bits, counts, sabr_settings = self._analyse(variables, image, iterations, target_quality, dict(settings))
         sent = self._sent_mask(counts, sabr_settings and sabr_settings.block, iterations, bits.shape)
-        return iterations, bits, counts, sabr_settings, sent
-
-    def compress(self, variables, image, *, iterations=None, target_quality=None, bpp=None, **settings):
-        from lcomp import models
-
-        if target_quality is not None and bpp is not None:
-            raise ConfigError("give either a target quality or a target bpp, not both")
-        image = self._check_image(image)
-        iterations, bits, counts, sabr_settings, sent = self._prepare(
-            variables, image, iterations, target_quality, settings
+        symbols = np.where(sent, (bits > 0).astype(np.int32), 0)
+        streams, estimates = schedules.encode(
+            self._schedule(bits.shape),
+            symbols,
+            dense_tables=self._dense_tables(variables["params"]["context_model"], sent),
+            sent=sent,
+            precision=FREQUENCY_PRECISION,
         )
-        parts = []
+        parts, side_bits = [], 0.0
         header_settings = {"iterations": iterations}
         if counts is not None:
-            parts.append(("sabr", sabr.encode_count_map(counts, iterations)))
+            count_map = sabr.encode_count_map(counts, iterations)
+            parts.append(("sabr", count_map))
+            side_bits = 8.0 * len(count_map)  # coded adaptively: its size is its cost
             header_settings.update(sabr_block=sabr_settings.block, sabr_metric=sabr_settings.metric,
                                    target_quality=sabr_settings.target)
-        encoders = [entropy.SymbolEncoder(FREQUENCY_PRECISION) for _ in range(iterations)]
-
-        def per_pass(t, positions, freqs):
-            values = bits[t][positions].reshape(-1)
-            encoders[t].encode((values > 0).astype(np.int32), freqs=freqs)
-            return values
-
-        self._code_iterations(variables["params"]["context_model"], bits.shape, iterations, sent, per_pass)
-        parts += [(part_name(t), encoders[t].to_bytes()) for t in range(iterations)]
+        names = [self.part_layout.stream_name(t) for t in range(iterations)]
+        parts += [(name, streams[name]) for name in names]
         header = container.Header(
             codec=self.name,
-            fingerprint=models.fingerprint(variables),
+            fingerprint=fingerprint(variables),
             height=image.shape[0],
             width=image.shape[1],
             settings=header_settings,
         )
         data = container.pack(container.Container(header, tuple(parts)))
         if bpp is not None:
-            data = self._cut_to_rate(data, float(bpp) * image.shape[0] * image.shape[1] / 8.0)
-        return data
-
-    def _cut_to_rate(self, data: bytes, max_bytes: float) -> bytes:
-        """The longest progressive prefix whose whole file fits in `max_bytes` (at least one iteration)."""
-        box = container.unpack(data)
-        total = box.header.settings["iterations"]
-        best = cut(data, 1)
-        for t in range(2, total + 1):
-            candidate = cut(data, t)
-            if len(candidate) > max_bytes:
-                break
-            best = candidate
-        return best
-
-    def estimate_bits(self, variables, image, *, iterations=None, target_quality=None, **settings):
-        """The bit model's estimate (sum of -log2 p over the bits sent, from the coding passes) + SABR map."""
-        image = self._check_image(image)
-        iterations, bits, counts, _, sent = self._prepare(variables, image, iterations, target_quality, settings)
-        total = 0.0
-
-        def per_pass(t, positions, freqs):
-            nonlocal total
-            values = bits[t][positions].reshape(-1)
-            total += entropy.code_length_bits((values > 0).astype(np.int32), freqs, FREQUENCY_PRECISION)
-            return values
-
-        self._code_iterations(variables["params"]["context_model"], bits.shape, iterations, sent, per_pass)
-        if counts is not None:
-            total += 8 * len(sabr.encode_count_map(counts, iterations))
-        return total
+            data = self.cut_to_rate(data, float(bpp) * image.shape[0] * image.shape[1] / 8.0)
+            names = [n for n in container.unpack(data).part_names if n in estimates]
+        return Compressed(data, side_bits + sum(estimates[n] for n in names))
 
     # --- decompress ---------------------------------------------------------------------------------------
-    def decompress(self, variables, data, *, iterations=None, **settings):
-        from lcomp import models
+    def max_streams(self) -> int:
+        return self.iterations
 
+    def decompress(self, variables, data, *, iterations=None, **settings):
         if settings:
             raise ConfigError(f"decompress takes no setting(s) {sorted(settings)}")
-        box = container.unpack(data)
-        container.check_model(box, self.name, models.fingerprint(variables))
+        box, available = self.unpack_own(variables, data)
         header = box.header
-        recorded = header.settings
-        total = recorded.get("iterations")
-        if not isinstance(total, int) or not 1 <= total <= self.iterations:
-            raise BitstreamError(f"file records {total!r} iterations; this model codes 1..{self.iterations}")
-        available = sum(1 for name in box.part_names if name.startswith("t"))
-        expected = [part_name(t) for t in range(available)]
-        if [n for n in box.part_names if n != "sabr"] != expected or available < 1:
-            raise BitstreamError(f"unexpected parts {box.part_names}; expected sabr (optional) and {expected}")
+        total = self.part_layout.recorded_count(box, self.iterations)
         use = available if iterations is None else int(iterations)
         if not 1 <= use <= available:
             raise ConfigError(f"this file holds {available} iteration(s); cannot decode {use}")
-
-        block = recorded.get("sabr_block")
+        block = header.settings.get("sabr_block")
+        if "sabr" in box.part_names and (isinstance(block, bool) or not isinstance(block, int)
+                                         or block % self.net_config.downsampling or block < self.net_config.downsampling):
+            raise BitstreamError(f"invalid SABR block size {block!r}")
         multiple = self.pad_multiple if block is None else math.lcm(self.pad_multiple, int(block))
         hp, wp = -(-header.height // multiple) * multiple, -(-header.width // multiple) * multiple
         d = self.net_config.downsampling
         shape = (total, 1, hp // d, wp // d, self.net_config.bits_per_position)
         counts = None
         if "sabr" in box.part_names:
-            if not isinstance(block, int) or block % d or block < d:
-                raise BitstreamError(f"invalid SABR block size {block!r}")
             counts = sabr.decode_count_map(box.part("sabr"), (hp // block, wp // block), total)
         sent = self._sent_mask(counts, block, total, shape)
-        decoders = [entropy.SymbolDecoder(box.part(part_name(t)), FREQUENCY_PRECISION) for t in range(use)]
-
-        def per_pass(t, positions, freqs):
-            return decoders[t].decode(freqs=freqs).astype(np.float32) * 2.0 - 1.0
-
-        bits = self._code_iterations(variables["params"]["context_model"], shape, use, sent, per_pass)
-        for decoder in decoders:
-            decoder.finish()
+        names = [self.part_layout.stream_name(t) for t in range(use)]
+        symbols = schedules.decode(
+            self._schedule(shape).only(names),
+            {name: box.part(name) for name in names},
+            self._pass_tables(variables["params"]["context_model"], sent),
+            sent=sent,
+            precision=FREQUENCY_PRECISION,
+        )
+        bits = self._as_bits(symbols, sent)
         reconstructions = to_u8(self._decode(variables["params"]["autoencoder"], jnp.asarray(bits[:use])))[:, 0]
-        if counts is not None:
-            image = sabr.compose(reconstructions, counts, block)
-        else:
-            image = reconstructions[-1]
+        image = reconstructions[-1] if counts is None else sabr.compose(reconstructions, counts, block)
         return crop(image, (header.height, header.width))
 
     def operating_points(self):
         return [{"iterations": t} for t in range(1, self.iterations + 1)]
-
-    @classmethod
-    def cut_file(cls, data: bytes, iterations: int) -> bytes:
-        return cut(data, iterations)
-
-
-def cut(data: bytes, iterations: int) -> bytes:
-    """A progressive file cut after `iterations` iterations (a valid file in its own right)."""
-    if int(iterations) < 1:
-        raise ConfigError(f"a cut file needs at least one iteration, got {iterations}")
-    box = container.unpack(data)
-    names = [n for n in box.part_names if n == "sabr"] + [part_name(t) for t in range(iterations)]
-    missing = [n for n in names if n not in box.part_names]
-    if missing:
-        raise ConfigError(f"the file holds fewer than {iterations} iterations")
-    return container.pack(box.with_parts(names))
 
 
 @register("toderici2017", config="toderici2017", zoo="toderici2017")
