@@ -1,10 +1,12 @@
 """Classical image codecs behind one small rate-distortion interface.
 
-Every codec here writes a complete, standard file (``encode``) and reads it back (``decode``); the rate of an
-evaluation is always the length of that whole file. Each codec has exactly one quality knob, swept by
-``settings()`` over about 0.1-2 bpp on Kodak (8-12 points), and a ``label`` that states the library
-versions and the chroma format. ``chroma_format_of(data)`` reads the chroma format back from a file, so the
-label can be checked against the bitstream instead of trusted.
+Every codec here is an :class:`lcomp.interface.RateDistortionCodec`, as trained learned codecs are, so
+``lcomp.evaluate`` sweeps both the same way. It writes a complete, standard file (``encode``, which returns
+:class:`lcomp.interface.Compressed` with no estimate: a classical codec has no entropy model to ask) and reads
+it back (``decode``); the rate of an evaluation is always the length of that whole file. Each codec has
+exactly one quality knob, swept by ``settings()`` over about 0.1-2 bpp on Kodak (8-12 points), and a
+``label`` that states the library versions and the chroma format. ``chroma_format_of(data)`` reads the
+chroma format back from a file, so the label can be checked against the bitstream instead of trusted.
 
 Calls follow the evaluation spec (section 7.1) and avoid its pitfalls (section 8): JPEG 2000 uses the
 irreversible 9/7 wavelet with the colour transform (Pillow's defaults do neither), HEVC intra fixes its x265
@@ -30,41 +32,9 @@ import PIL
 from PIL import Image, features
 
 from lcomp.errors import BitstreamError, ConfigError, ImageError
+from lcomp.interface import Compressed, RateDistortionCodec
 
 _EXTRA_HINT = "pip install 'lcomp[baselines]'"
-
-
-class RateDistortionCodec(abc.ABC):
-    """Anything ``lcomp.evaluate`` can sweep: a named codec with a list of settings that writes real files."""
-
-    #: Registry name, e.g. "jpeg420".
-    name: ClassVar[str] = ""
-
-    @property
-    @abc.abstractmethod
-    def label(self) -> str:
-        """Human-readable description: codec, library versions, chroma format, fixed encoder options."""
-
-    @abc.abstractmethod
-    def settings(self) -> list[dict[str, Any]]:
-        """The operating points of a default sweep, each a dict of keyword arguments for ``encode``."""
-
-    @abc.abstractmethod
-    def encode(self, image: np.ndarray, **setting) -> bytes:
-        """A complete file for a uint8 ``H x W x 3`` image."""
-
-    @abc.abstractmethod
-    def decode(self, data: bytes) -> np.ndarray:
-        """The uint8 ``H x W x 3`` image stored in ``data``."""
-
-    def estimate_bits(self, image: np.ndarray, **setting) -> float | None:
-        """A model's own rate estimate in bits; classical codecs have none."""
-        return None
-
-    def file_layout(self, data: bytes) -> dict[str, Any]:
-        """``header_bytes`` (int) and ``part_bytes`` ({part name: bytes}) of a file, each None where the format
-        does not say; learned codecs read them from their container, classical codecs leave them None."""
-        return {"header_bytes": None, "part_bytes": None}
 
 
 def _check_image(image) -> np.ndarray:
@@ -95,25 +65,40 @@ def _import_extra(module: str, codec: str):
         raise ConfigError(f"the {codec} baseline needs the package {module!r}: {_EXTRA_HINT}") from exc
 
 
-class _OneKnobCodec(RateDistortionCodec):
-    """A codec with one quality knob: ``encode(image, **{knob: value})``."""
+class _OneKnobCodec(abc.ABC):
+    """The code every classical baseline shares: one quality knob, ``encode(image, **{knob: value})``.
 
+    Subclasses give ``name``, ``label``, the knob, its sweep and ``_encode``; what evaluation calls is the
+    ``lcomp.interface.RateDistortionCodec`` protocol, which this class satisfies.
+    """
+
+    #: Registry name, e.g. "jpeg420".
+    name: ClassVar[str] = ""
     knob: ClassVar[str] = "quality"
     sweep: ClassVar[tuple[float, ...]] = ()
+
+    @property
+    @abc.abstractmethod
+    def label(self) -> str:
+        """Codec, library versions, chroma format and fixed encoder options."""
 
     def settings(self) -> list[dict[str, Any]]:
         return [{self.knob: value} for value in self.sweep]
 
-    def encode(self, image: np.ndarray, **setting) -> bytes:
+    def encode(self, image: np.ndarray, **setting) -> Compressed:
         if set(setting) != {self.knob}:
             raise ConfigError(f"{self.name} takes exactly one setting, {self.knob!r}; got {sorted(setting)}")
-        return self._encode(_check_image(image), setting[self.knob])
+        return Compressed(self._encode(_check_image(image), setting[self.knob]), None)
 
     @abc.abstractmethod
     def _encode(self, image: np.ndarray, value) -> bytes: ...
 
     def decode(self, data: bytes) -> np.ndarray:
         return _decode_with_pillow(data)
+
+    def file_layout(self, data: bytes) -> dict[str, Any]:
+        """Neither header nor part bytes: these standard formats are not split the way lcomp files are."""
+        return {"header_bytes": None, "part_bytes": None}
 
 
 def _save_with_pillow(image: np.ndarray, fmt: str, **options) -> bytes:
@@ -311,7 +296,7 @@ class JpegXL(_OneKnobCodec):
         return image
 
 
-BASELINES: dict[str, type[RateDistortionCodec]] = {
+BASELINES: dict[str, type[_OneKnobCodec]] = {
     cls.name: cls
     for cls in (Jpeg420, Jpeg444, Jpeg420Optimized, Jpeg444Optimized, WebP, Jpeg2000, Avif444, Hevc444, JpegXL)
 }

@@ -12,6 +12,12 @@ encoded to a complete file, the file is decoded, and the decoded uint8 image is 
 * time: encode and decode wall time, after one untimed warm-up per image shape and setting (so JIT
   compilation is not counted).
 
+Every codec is an ``lcomp.interface.RateDistortionCodec``: a classical baseline (``lcomp.baselines``) or a
+trained model (``lcomp.models.LoadedModel``). Its ``encode`` returns the file together with the model's
+estimate of its bits, so each image is encoded exactly once per setting: the real and the estimated rate
+come from the same encode. The warm-up encodes a synthetic gradient of the image's shape
+(``warmup_image``), never the evaluated image.
+
 Aggregation (evaluation spec, section 4): rule **A** averages over the images at each fixed setting (mean
 bpp; mean of per-image PSNR with infinite values excluded and counted; linear mean of MS-SSIM, then dB);
 rule **B** interpolates each image's curve linearly on a common bpp grid (``linspace(0.1, 1.4, 50)`` as in
@@ -44,9 +50,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import lcomp
-from lcomp import container
+from lcomp.baselines import baseline_names, get_baseline
 from lcomp.configs import parse_value
-from lcomp.baselines import RateDistortionCodec, baseline_names, get_baseline
 from lcomp.data import (
     KODAK_ENV_VAR,
     ArraySource,
@@ -58,6 +63,7 @@ from lcomp.data import (
     verify_sha256sums,
 )
 from lcomp.errors import BitstreamError, ConfigError, ImageError, LcompError
+from lcomp.interface import RateDistortionCodec
 from lcomp.metrics import MS_SSIM_MIN_SIDE, ms_ssim, ms_ssim_to_db, psnr, psnr_y
 
 #: Mentzer et al.'s grid for rule B.
@@ -149,54 +155,9 @@ def verify_checksums(source: ImageSource, count: int, required: bool = False) ->
 # --- learned codecs ------------------------------------------------------------------------------------------
 
 
-class LearnedCodecAdapter(RateDistortionCodec):
-    """Presents an lcomp ``Codec`` (``lcomp.codecs.base``) plus its variables as a rate-distortion codec.
-
-    ``model`` describes where the variables come from (``{"source": ..., "fingerprint": ...}``); it goes into
-    the results' metadata.
-    """
-
-    def __init__(self, codec, variables, label: str | None = None, model: Mapping[str, str] | None = None):
-        self.codec = codec
-        self.variables = variables
-        self.name = codec.name
-        self.model = dict(model) if model else None
-        self._label = label
-
-    @property
-    def label(self) -> str:
-        return self._label or f"{self.codec.name} (lcomp {lcomp.__version__} learned codec, RGB, lcomp container file)"
-
-    def settings(self) -> list[dict[str, Any]]:
-        return list(self.codec.operating_points())
-
-    def encode(self, image: np.ndarray, **setting) -> bytes:
-        return self.codec.compress(self.variables, image, **setting)
-
-    def decode(self, data: bytes) -> np.ndarray:
-        return self.codec.decompress(self.variables, data)
-
-    def estimate_bits(self, image: np.ndarray, **setting) -> float | None:
-        return float(self.codec.estimate_bits(self.variables, image, **setting))
-
-    def file_layout(self, data: bytes) -> dict[str, Any]:
-        return container_layout(data)
-
-
-def container_layout(data: bytes) -> dict[str, Any]:
-    """``header_bytes`` and ``part_bytes`` of an lcomp container file, from ``lcomp.container.describe``.
-
-    Both are None for a file in another format (e.g. a test codec's own), which the codec itself decoded.
-    """
-    try:
-        info = container.describe(data)
-    except LcompError:
-        return {"header_bytes": None, "part_bytes": None}
-    return {"header_bytes": int(info["header_bytes"]), "part_bytes": dict(info["part_bytes"])}
-
-
 def resolve_codec(name: str | None = None, checkpoint: str | Path | None = None) -> RateDistortionCodec:
-    """A classical codec by name, a shipped learned model by name, or a trained model from a checkpoint."""
+    """A classical codec by name (``lcomp.baselines``), or a learned model (``lcomp.models.LoadedModel``):
+    the shipped model of a registered codec by name, or a trained model from a checkpoint."""
     if checkpoint is None:
         if not name:
             raise ConfigError("give a codec name (--codec) or a trained model (--checkpoint DIR)")
@@ -209,16 +170,21 @@ def resolve_codec(name: str | None = None, checkpoint: str | Path | None = None)
         loaded = models.load_model(checkpoint)
         if name and name != loaded.codec.name:
             raise ConfigError(f"--codec {name} does not match the model in {checkpoint}, a {loaded.codec.name} model")
-    else:
-        if name not in registry.names():
-            raise ConfigError(
-                f"unknown codec {name!r}; classical codecs: {', '.join(baseline_names())}; learned codecs "
-                f"(shipped models): {', '.join(registry.names()) or 'none'}; or a trained model with --checkpoint DIR"
-            )
-        loaded = models.load_shipped(name)
-    return LearnedCodecAdapter(
-        loaded.codec, loaded.variables, model={"source": loaded.source, "fingerprint": loaded.fingerprint.hex()}
-    )
+        return loaded
+    if name not in registry.names():
+        raise ConfigError(
+            f"unknown codec {name!r}; classical codecs: {', '.join(baseline_names())}; learned codecs "
+            f"(shipped models): {', '.join(registry.names()) or 'none'}; or a trained model with --checkpoint DIR"
+        )
+    return models.load_shipped(name)
+
+
+def _model_meta(codec: RateDistortionCodec) -> dict[str, str] | None:
+    """Where a learned codec's variables come from (``source``, ``fingerprint``); None for a classical codec."""
+    fingerprint = getattr(codec, "fingerprint", None)
+    if not isinstance(fingerprint, bytes):
+        return None
+    return {"source": str(getattr(codec, "source", "")), "fingerprint": fingerprint.hex()}
 
 
 # --- evaluation ----------------------------------------------------------------------------------------------
@@ -351,12 +317,33 @@ def _versions() -> dict[str, str]:
     return {"lcomp": lcomp.__version__, "jax": jax.__version__, "numpy": np.__version__, "pillow": PIL.__version__}
 
 
+def warmup_image(shape: Sequence[int]) -> np.ndarray:
+    """A smooth colour gradient of ``shape`` (H x W x 3): what the untimed warm-up encodes.
+
+    JIT compilation and library loading depend on the shape and the setting, not on the pixels, so the
+    warm-up needs no evaluated image; encoding the real image a second time would only double the cost.
+    """
+    height, width = int(shape[0]), int(shape[1])
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    y, x = y / max(height - 1, 1), x / max(width - 1, 1)
+    gradient = np.stack([x, y, 1.0 - (x + y) / 2.0], axis=-1)
+    return np.round(255.0 * gradient).astype(np.uint8)
+
+
+def _warm_up(codec: RateDistortionCodec, shape: tuple[int, ...], setting: dict) -> None:
+    """One untimed round trip of ``warmup_image(shape)`` at ``setting`` (compiles, loads libraries)."""
+    codec.decode(codec.encode(warmup_image(shape), **setting).data)
+
+
 def _round_trip(codec: RateDistortionCodec, name: str, original: np.ndarray, setting: dict) -> dict[str, Any]:
-    """Encodes ``original`` to a file, decodes it, and returns the per-image record (rate, quality, time)."""
+    """Encodes ``original`` once, decodes the file, and returns the per-image record (rate, quality, time).
+
+    The real rate (the file's length) and the model's estimate come from that one encode."""
     sid = setting_id(setting)
     start = time.perf_counter()
-    data = codec.encode(original, **setting)
+    compressed = codec.encode(original, **setting)
     encode_s = time.perf_counter() - start
+    data = compressed.data
     start = time.perf_counter()
     decoded = np.asarray(codec.decode(data))
     decode_s = time.perf_counter() - start
@@ -364,7 +351,7 @@ def _round_trip(codec: RateDistortionCodec, name: str, original: np.ndarray, set
         raise BitstreamError(
             f"{codec.name} at {sid} decoded {name} to {decoded.dtype} {decoded.shape}, expected uint8 {original.shape}"
         )
-    estimated_bits = codec.estimate_bits(original, **setting)
+    estimated_bits = compressed.estimated_bits
     height, width = original.shape[:2]
     pixels = height * width
     return {
@@ -428,7 +415,7 @@ def evaluate_codec(
                 sid = setting_id(setting)
                 bar.set_postfix_str(f"{name} {sid}")
                 if warmup and (original.shape, sid) not in warmed:
-                    codec.decode(codec.encode(original, **setting))  # compile / load libraries, untimed
+                    _warm_up(codec, original.shape, setting)
                     warmed.add((original.shape, sid))
                 records.append(_round_trip(codec, name, original, setting))
                 bar.update()
@@ -442,7 +429,7 @@ def evaluate_codec(
     meta = {
         "codec": codec.name,
         "label": codec.label,
-        "model": getattr(codec, "model", None),
+        "model": _model_meta(codec),
         "dataset": dataset or default_dataset,
         "images": where,
         "n_images": count,
@@ -456,7 +443,16 @@ def evaluate_codec(
         "psnr_mean": "mean of per-image PSNR, infinite values excluded (counted in n_psnr_inf)",
         "ms_ssim_mean": "linear mean over images, then converted to dB",
         "bpp_grid": [float(b) for b in np.asarray(bpp_grid)] if "B" in aggregate else None,
-        "timing": "wall time per call, batch size 1, after one untimed warm-up per image shape and setting",
+        "timing": (
+            "wall time per call, batch size 1; each image is encoded once per setting (real and estimated rate "
+            "from that one encode)"
+            + (
+                ", after one untimed warm-up round trip per image shape and setting on a synthetic gradient of "
+                "that shape (never the evaluated image)"
+                if warmup
+                else ", without a warm-up (the first call per shape and setting includes compilation)"
+            )
+        ),
         "device": f"{device.platform} ({device.device_kind})",
         "cpu_count": os.cpu_count(),
         "host": platform.platform(),

@@ -16,16 +16,19 @@ import dataclasses
 import hashlib
 import json
 import pathlib
+from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
 
-from lcomp import configs
+import lcomp
+from lcomp import configs, container
 from lcomp.codecs import registry
 from lcomp.codecs.base import Codec, Variables
 from lcomp.errors import ConfigError, LcompError, ModelMismatchError
 from lcomp.fingerprint import fingerprint
+from lcomp.interface import Compressed
 
 MODEL_FILE = "model.json"
 VARIABLES_FILE = "variables.msgpack"
@@ -33,14 +36,56 @@ ZOO_DIR = pathlib.Path(__file__).resolve().parent / "zoo"
 
 @dataclasses.dataclass
 class LoadedModel:
+    """A codec bound to its trained variables: what `lcomp compress`, `decompress` and `eval` work with.
+
+    It is an `lcomp.interface.RateDistortionCodec`, exactly as every classical baseline is, so evaluation
+    sweeps a trained model through the same calls (no adapter): `encode` returns the file together with the
+    model's estimate of its bits from that one encode.
+
+    Attributes:
+      codec: the codec, built from `config.model`.
+      variables: `{"params": {group: pytree}, "state": pytree}` (numpy arrays).
+      config: the full training config the model came from.
+      source: where the variables came from (a model folder, or a workdir and its step).
+      description: replaces the default `label`, e.g. "johnston2018 k=1 d=2" for one cell of a sweep.
+    """
+
     codec: Codec
     variables: Variables
     config: ml_collections.ConfigDict
     source: str
+    description: str | None = None
 
     @property
     def fingerprint(self) -> bytes:
         return fingerprint(self.variables)
+
+    # --- lcomp.interface.RateDistortionCodec ------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.codec.name
+
+    @property
+    def label(self) -> str:
+        default = f"{self.codec.name} (lcomp {lcomp.__version__} learned codec, RGB, lcomp container file)"
+        return self.description or default
+
+    def settings(self) -> list[dict[str, Any]]:
+        """The codec's operating points (e.g. every iteration count of a progressive codec)."""
+        return [dict(point) for point in self.codec.operating_points()]
+
+    def encode(self, image: np.ndarray, **setting) -> Compressed:
+        """A complete container file with the model's bit estimate (`Codec.compress`)."""
+        return self.codec.compress(self.variables, image, **setting)
+
+    def decode(self, data: bytes, **settings) -> np.ndarray:
+        """The image in a file this model wrote; decoder settings (e.g. `iterations`) pass through."""
+        return self.codec.decompress(self.variables, data, **settings)
+
+    def file_layout(self, data: bytes) -> dict[str, Any]:
+        """`header_bytes` (header, part index and CRC) and `part_bytes` of the file, from its container."""
+        info = container.describe(data)
+        return {"header_bytes": int(info["header_bytes"]), "part_bytes": dict(info["part_bytes"])}
 
 
 def _to_numpy(tree):

@@ -1,4 +1,5 @@
-"""Evaluation engine: a fake learned codec through the adapter, aggregation rules, files, CLI, Kodak check."""
+"""Evaluation engine: learned-style codecs through the one protocol, encoder call counts, aggregation rules,
+files, CLI, Kodak check."""
 
 import argparse
 import hashlib
@@ -15,7 +16,6 @@ from lcomp.bdrate import bd_rate
 from lcomp.data import kodak_dir
 from lcomp.errors import BitstreamError, ConfigError, ImageError, LcompError
 from lcomp.evaluate import (
-    LearnedCodecAdapter,
     add_eval_arguments,
     aggregate_on_bpp_grid,
     evaluate_codec,
@@ -23,7 +23,9 @@ from lcomp.evaluate import (
     parse_settings,
     resolve_codec,
     run_eval,
+    warmup_image,
 )
+from lcomp.interface import Compressed, RateDistortionCodec
 from lcomp.metrics import ms_ssim, psnr
 from lcomp.reference import load_curve
 
@@ -31,43 +33,55 @@ KODAK = kodak_dir()
 needs_kodak = pytest.mark.skipif(not (KODAK / "kodim01.png").is_file(), reason=f"Kodak images not found at {KODAK}")
 
 
-class QuantisingCodec:
-    """A tiny 'learned codec' with the lcomp Codec interface: uniform quantisation + zlib, real files.
+def _digest(image) -> str:
+    return hashlib.sha256(np.ascontiguousarray(image).tobytes()).hexdigest()
 
-    File: magic, height, width, step (the header), then the zlib-compressed quantisation indices.
+
+class QuantisingCodec:
+    """A tiny learned-style codec, an `lcomp.interface.RateDistortionCodec` with no adapter: uniform
+    quantisation + zlib, real files, and a model estimate (the indices' empirical entropy) from the same encode.
+
+    File: magic, height, width, step (the header), then the zlib-compressed quantisation indices. Every encode
+    is recorded (image digest, setting), so tests can count what evaluation encodes.
     """
 
     name = "fake-quantiser"
+    label = "fake quantiser (uniform steps + zlib)"
     header = struct.Struct(">4sHHB")
 
     def __init__(self):
-        self.calls = {"compress": 0, "decompress": 0}
+        self.calls = {"encode": 0, "decode": 0}
+        self.encoded: list[tuple[str, str]] = []
 
-    def operating_points(self):
+    def settings(self):
         return [{"step": 24}, {"step": 12}, {"step": 6}]
 
     def _indices(self, image, step):
         return np.round(image.astype(np.float64) / step).astype(np.uint8)
 
-    def compress(self, variables, image, step):
-        self.calls["compress"] += 1
+    def estimate(self, image, step):
+        # Empirical entropy of the indices: a model's estimate, not the zlib length.
+        _, counts = np.unique(self._indices(image, step), return_counts=True)
+        p = counts / counts.sum()
+        return float(-(counts * np.log2(p)).sum())
+
+    def encode(self, image, step):
+        self.calls["encode"] += 1
+        self.encoded.append((_digest(image), f"step={step}"))
         h, w, _ = image.shape
         payload = zlib.compress(self._indices(image, step).tobytes(), 9)
-        return self.header.pack(b"FAKE", h, w, step) + payload
+        return Compressed(self.header.pack(b"FAKE", h, w, step) + payload, self.estimate(image, step))
 
-    def decompress(self, variables, data):
-        self.calls["decompress"] += 1
+    def decode(self, data):
+        self.calls["decode"] += 1
         magic, h, w, step = self.header.unpack_from(data)
         if magic != b"FAKE":
             raise BitstreamError("not a fake file")
         indices = np.frombuffer(zlib.decompress(data[self.header.size :]), np.uint8).reshape(h, w, 3)
         return np.clip(indices.astype(np.float64) * step, 0, 255).astype(np.uint8)
 
-    def estimate_bits(self, variables, image, step):
-        # Empirical entropy of the indices: a model's estimate, not the zlib length.
-        _, counts = np.unique(self._indices(image, step), return_counts=True)
-        p = counts / counts.sum()
-        return float(-(counts * np.log2(p)).sum())
+    def file_layout(self, data):
+        return {"header_bytes": self.header.size, "part_bytes": {"indices": len(data) - self.header.size}}
 
 
 def _images(count=2, height=180, width=200):
@@ -82,25 +96,27 @@ def _images(count=2, height=180, width=200):
 
 def test_fake_learned_codec_end_to_end(tmp_path):
     fake = QuantisingCodec()
-    adapter = LearnedCodecAdapter(fake, variables={"params": {}})
+    assert isinstance(fake, RateDistortionCodec)
     images = _images()
-    results = evaluate_codec(adapter, images, tmp_path, aggregate=("A", "B"), progress=False)
+    results = evaluate_codec(fake, images, tmp_path, aggregate=("A", "B"), progress=False)
 
     assert len(results.records) == 6
+    # One timed encode per (image, setting), one untimed warm-up per (image shape, setting): one shared shape.
+    assert fake.calls["encode"] == 6 + 3
+    reference = QuantisingCodec()  # re-encodes for the checks below, not counted above
     for record in results.records:
         image = images[record["image"]]
-        data = fake.compress(None, image, **record["setting"])
-        assert record["bytes"] == len(data)
-        assert record["bpp"] == pytest.approx(8 * len(data) / (180 * 200))
-        assert record["bpp_estimated"] == pytest.approx(fake.estimate_bits(None, image, **record["setting"]) / 36000)
-        decoded = fake.decompress(None, data)
+        compressed = reference.encode(image, **record["setting"])
+        assert record["bytes"] == len(compressed.data)
+        assert record["bpp"] == pytest.approx(8 * len(compressed.data) / (180 * 200))
+        assert record["bpp_estimated"] == pytest.approx(compressed.estimated_bits / 36000)
+        decoded = reference.decode(compressed.data)
         assert record["psnr"] == pytest.approx(float(psnr(image, decoded)), abs=1e-4)
         assert record["ms_ssim"] == pytest.approx(float(ms_ssim(image, decoded)), abs=1e-6)
-        assert record["header_bytes"] is None  # no lcomp.container in this checkout / not a container file
+        assert record["header_bytes"] == QuantisingCodec.header.size  # the codec's own file_layout
+        assert record["part_bytes"] == {"indices": len(compressed.data) - QuantisingCodec.header.size}
         assert record["encode_s"] >= 0 and record["decode_s"] >= 0
 
-    # One untimed warm-up per (image shape, setting): 3 extra round trips for one shared shape.
-    assert fake.calls["compress"] == 6 + 3 + 6  # timed + warm-up + the re-encodes in this test
     rows = results.by_setting
     assert [r["setting"] for r in rows] == ["step=24", "step=12", "step=6"]
     first = [r for r in results.records if r["setting_id"] == "step=24"]
@@ -116,7 +132,8 @@ def test_fake_learned_codec_end_to_end(tmp_path):
     summary = (tmp_path / "summary.md").read_text()
     assert "fake-quantiser" in summary and "Rule A" in summary and "Rule B" in summary
     loaded = load_results(tmp_path)
-    assert loaded.meta["label"] == adapter.label
+    assert loaded.meta["label"] == fake.label and loaded.meta["model"] is None  # no trained variables
+    assert "synthetic gradient" in loaded.meta["timing"]
     assert loaded.by_setting[1]["setting"] == "step=12" and loaded.by_setting[1]["n_images"] == 2
     np.testing.assert_allclose(loaded.curve("psnr")[0], [r["bpp"] for r in rows])
     np.testing.assert_allclose(loaded.curve("ms_ssim_db", rate="estimated")[1], [r["ms_ssim_db"] for r in rows])
@@ -125,15 +142,90 @@ def test_fake_learned_codec_end_to_end(tmp_path):
 
 def test_lossless_points_and_small_images():
     fake = QuantisingCodec()
-    adapter = LearnedCodecAdapter(fake, None)
     results = evaluate_codec(
-        adapter, _images(2, 64, 64), settings=[{"step": 1}, {"step": 8}], progress=False, warmup=False
+        fake, _images(2, 64, 64), settings=[{"step": 1}, {"step": 8}], progress=False, warmup=False
     )
     lossless, lossy = results.by_setting
     assert lossless["n_psnr_inf"] == 2 and lossless["psnr"] is None  # infinite PSNR is excluded from means
     assert math.isfinite(lossy["psnr"]) and lossy["n_psnr_inf"] == 0
     assert lossy["ms_ssim"] is None  # 64 px is too small for MS-SSIM; it is left out, not shrunk
-    assert fake.calls["compress"] == 4
+    assert fake.calls["encode"] == 4  # no warm-up asked for: exactly one encode per image and setting
+    assert "without a warm-up" in results.meta["timing"]
+
+
+def _mixed_shapes():
+    """Three images, two of one shape and one of another: warm-ups are per shape and setting."""
+    a, b = _images(2, 40, 48).values()
+    return {"a": a, "b": b, "c": _images(1, 32, 56)["img0"]}
+
+
+def test_each_image_and_setting_is_encoded_once():
+    # The file and the model's estimate come from one encode; the warm-up never sees an evaluated image.
+    fake = QuantisingCodec()
+    images = _mixed_shapes()
+    results = evaluate_codec(fake, images, progress=False)
+    settings = [s["step"] for s in fake.settings()]
+    assert len(results.records) == 3 * 3
+    assert fake.calls["encode"] == 3 * 3 + 2 * 3  # one encode per (image, setting) + one warm-up per (shape, setting)
+
+    evaluated = {_digest(image) for image in images.values()}
+    warmups = {_digest(warmup_image(shape)) for shape in {(40, 48, 3), (32, 56, 3)}}
+    assert not evaluated & warmups
+    expected = {(d, f"step={s}"): 1 for d in evaluated | warmups for s in settings}
+    seen: dict[tuple[str, str], int] = {}
+    for key in fake.encoded:
+        seen[key] = seen.get(key, 0) + 1
+    assert seen == expected
+
+
+def test_warmup_image_is_a_smooth_gradient():
+    image = warmup_image((5, 7, 3))
+    assert image.shape == (5, 7, 3) and image.dtype == np.uint8
+    assert image[0, 0, 0] == 0 and image[0, -1, 0] == 255 and image[-1, 0, 1] == 255
+    assert np.abs(np.diff(image.astype(int), axis=1)).max() <= 255 // 6 + 1  # no edges
+    assert warmup_image((1, 1)).shape == (1, 1, 3)
+
+
+class _CountingCompress:
+    """Wraps a codec's `compress`, recording the digest of every image it is asked to encode."""
+
+    def __init__(self, compress):
+        self.original, self.encoded = compress, []
+
+    def __call__(self, variables, image, **settings):
+        self.encoded.append(_digest(image))
+        return self.original(variables, image, **settings)
+
+
+def test_learned_model_is_swept_directly_and_encodes_once(tmp_path):
+    import jax
+
+    from lcomp import container, models
+    from tests.toy_codec import ToyCodec, toy_config
+
+    config = toy_config()
+    codec = ToyCodec(config.model)
+    variables = codec.init(jax.random.key(0), {"image": np.zeros((1, 16, 16, 3), np.uint8)})
+    model = models.LoadedModel(codec, variables, config, "untrained toy")
+    assert isinstance(model, RateDistortionCodec) and model.name == "toy" and model.settings() == [{}]
+    counter = _CountingCompress(codec.compress)
+    codec.compress = counter  # an instance attribute: LoadedModel.encode calls it
+
+    images = _mixed_shapes()
+    results = evaluate_codec(model, images, tmp_path, progress=False)
+    warmups = [_digest(warmup_image(shape)) for shape in ((40, 48, 3), (32, 56, 3))]
+    assert sorted(counter.encoded) == sorted([_digest(image) for image in images.values()] + warmups)
+
+    assert results.meta["model"] == {"source": "untrained toy", "fingerprint": model.fingerprint.hex()}
+    assert results.meta["label"] == model.label and "learned codec" in model.label
+    for record in results.records:
+        compressed = counter.original(variables, images[record["image"]])
+        layout = container.describe(compressed.data)
+        pixels = record["height"] * record["width"]
+        assert record["bytes"] == len(compressed.data)
+        assert record["bpp_estimated"] == pytest.approx(compressed.estimated_bits / pixels)
+        assert record["header_bytes"] == layout["header_bytes"] and record["part_bytes"] == layout["part_bytes"]
+    assert (tmp_path / "summary.md").read_text().count("untrained toy") == 1
 
 
 def test_rule_b_interpolates_without_extrapolation():
@@ -150,11 +242,11 @@ def test_rule_b_interpolates_without_extrapolation():
 
 def test_wrong_decoder_output_is_an_error():
     class Cropping(QuantisingCodec):
-        def decompress(self, variables, data):
-            return super().decompress(variables, data)[:-1]
+        def decode(self, data):
+            return super().decode(data)[:-1]
 
     with pytest.raises(BitstreamError, match="expected uint8"):
-        evaluate_codec(LearnedCodecAdapter(Cropping(), None), _images(1, 32, 32), progress=False)
+        evaluate_codec(Cropping(), _images(1, 32, 32), progress=False)
 
 
 def _write_pngs(folder, count=2):
@@ -206,7 +298,7 @@ def test_resolve_codec():
 
 def test_aggregate_rejects_unknown_rule():
     with pytest.raises(ConfigError, match="aggregate"):
-        evaluate_codec(LearnedCodecAdapter(QuantisingCodec(), None), _images(1, 32, 32), aggregate=("C",))
+        evaluate_codec(QuantisingCodec(), _images(1, 32, 32), aggregate=("C",))
 
 
 @pytest.mark.kodak

@@ -2,6 +2,8 @@
 
 A fixture for the engine's tests, not a product. It has two parameter groups (its own optimizer each) so
 that the multi-optimizer step is exercised, and writes real container files through the real range coder.
+It follows codec interface v2: `compress` returns `lcomp.interface.Compressed` (the file and the model's
+estimate of its bits, from the same encode), and its files' one part is declared in `part_layout`.
 Registered as "toy" when this module is imported (configs name it in `codec_module`).
 """
 
@@ -13,10 +15,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from lcomp import container, entropy, models
+from lcomp import container, entropy
 from lcomp.codecs.base import Codec
 from lcomp.codecs.registry import register
 from lcomp.data import crop, pad_to_multiple
+from lcomp.errors import ConfigError
+from lcomp.fingerprint import fingerprint
+from lcomp.interface import Compressed
 from lcomp.nn.blocks import depth_to_space
 from lcomp.quantize import round_ste
 
@@ -54,6 +59,7 @@ class ToyCodec(Codec):
 
     param_groups = ("autoencoder", "entropy_model")
     pad_multiple = 4
+    part_layout = container.PartLayout(streams=("latent",))
 
     def __init__(self, config: ml_collections.ConfigDict):
         super().__init__(config)
@@ -96,21 +102,29 @@ class ToyCodec(Codec):
         return np.tile(probs, (count_per_channel, 1))  # symbols are flattened channel-last
 
     def compress(self, variables, image, **settings):
-        symbols = self._symbols(variables, image)
+        if settings:
+            raise ConfigError(f"{self.name} has no setting(s) {sorted(settings)}")
+        image = self.check_image(image)
+        symbols = self._symbols(variables, image).reshape(-1)
+        # One set of integer frequencies for the coder and for the estimate: the estimate is the exact code
+        # length of what the coder writes (up to its final word).
+        freqs = entropy.quantize_pmf(self._probs(variables, symbols.size // self.latent))
         enc = entropy.SymbolEncoder()
-        enc.encode(symbols.reshape(-1), self._probs(variables, symbols.size // self.latent))
+        enc.encode(symbols, freqs=freqs)
         header = container.Header(
             codec=self.name,
-            fingerprint=models.fingerprint(variables),
+            fingerprint=fingerprint(variables),
             height=image.shape[0],
             width=image.shape[1],
             settings={},
         )
-        return container.pack(container.Container(header, (("latent", enc.to_bytes()),)))
+        data = container.pack(container.Container(header, (("latent", enc.to_bytes()),)))
+        return Compressed(data, entropy.code_length_bits(symbols, freqs))
 
     def decompress(self, variables, data, **settings):
-        box = container.unpack(data)
-        container.check_model(box, self.name, models.fingerprint(variables))
+        if settings:
+            raise ConfigError(f"{self.name} decompress takes no setting(s) {sorted(settings)}")
+        box, _ = self.unpack_own(variables, data)
         h, w = box.header.height, box.header.width
         hp, wp = -(-h // self.pad_multiple) * self.pad_multiple, -(-w // self.pad_multiple) * self.pad_multiple
         shape = (hp // 4, wp // 4, self.latent)
@@ -120,11 +134,6 @@ class ToyCodec(Codec):
         x_hat = self.net.apply({"params": variables["params"]["autoencoder"]}, y_hat, method=ToyAutoencoder.decode)
         image = np.asarray(jnp.clip(jnp.round((x_hat[0] + 0.5) * 255.0), 0, 255)).astype(np.uint8)
         return crop(image, (h, w))
-
-    def estimate_bits(self, variables, image, **settings):
-        symbols = self._symbols(variables, image)
-        freqs = entropy.quantize_pmf(self._probs(variables, symbols.size // self.latent))
-        return entropy.code_length_bits(symbols.reshape(-1), freqs)
 
 
 def toy_config(**train_overrides) -> ml_collections.ConfigDict:
