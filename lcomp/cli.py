@@ -3,7 +3,7 @@
     lcomp train      --config NAME[:variant] --workdir DIR [--config.a.b=value ...]
     lcomp compress   (--codec NAME | --checkpoint DIR) [--iterations N | --target-quality Q | --bpp B] IN OUT
     lcomp decompress [--checkpoint DIR] [--iterations N] IN OUT
-    lcomp cut        --iterations N IN OUT      (progressive files: a prefix, no re-encoding)
+    lcomp cut        [--checkpoint DIR] --iterations N IN OUT   (progressive files: a prefix, no re-encoding)
     lcomp info       FILE
     lcomp eval       (--codec NAME | --checkpoint DIR) [--images DIR] --out DIR
     lcomp plot       SOURCE... --out FILE.png          RD curves of eval folders and published curves
@@ -83,13 +83,16 @@ def cmd_compress(args, overrides) -> int:
     image = data.load_image(args.input)
     settings = _rate_settings(args)
     start = time.perf_counter()
-    payload = model.codec.compress(model.variables, image, **settings)
+    compressed = model.encode(image, **settings)
     seconds = time.perf_counter() - start
+    payload = compressed.data
     pathlib.Path(args.output).write_bytes(payload)
     h, w = image.shape[:2]
     info = container.describe(payload)
+    estimated = compressed.estimated_bits
+    estimate = "" if estimated is None else f"; model's estimate {estimated / (h * w):.4f} for the payload"
     print(
-        f"{args.output}: {len(payload)} bytes, {8 * len(payload) / (h * w):.4f} bpp (real, whole file) "
+        f"{args.output}: {len(payload)} bytes, {8 * len(payload) / (h * w):.4f} bpp (real, whole file{estimate}) "
         f"for {w}x{h}; {model.codec.name} {info['fingerprint']}; {info['settings']}; {seconds:.2f} s"
     )
     return 0
@@ -105,7 +108,7 @@ def cmd_decompress(args, overrides) -> int:
     model = models.load_for_file(payload, args.checkpoint)
     settings = _rate_settings(args)
     start = time.perf_counter()
-    image = model.codec.decompress(model.variables, payload, **settings)
+    image = model.decode(payload, **settings)
     seconds = time.perf_counter() - start
     data.save_image(args.output, image)
     print(f"{args.output}: {image.shape[1]}x{image.shape[0]} decoded with {model.codec.name} in {seconds:.2f} s")
@@ -113,15 +116,16 @@ def cmd_decompress(args, overrides) -> int:
 
 
 def cmd_cut(args, overrides) -> int:
-    from lcomp import container
-    from lcomp.codecs import registry
+    from lcomp import container, models
 
     try:
         payload = pathlib.Path(args.input).read_bytes()
     except OSError as exc:
         raise LcompError(f"cannot read {args.input}: {exc.strerror}") from exc
     header = container.unpack(payload).header
-    shorter = registry.get(header.codec).factory.cut_file(payload, args.iterations)
+    # The model that wrote the file knows its layout and how many iterations its files may hold.
+    model = models.load_for_file(payload, args.checkpoint)
+    shorter = model.codec.cut_file(payload, args.iterations)
     pathlib.Path(args.output).write_bytes(shorter)
     pixels = header.height * header.width
     print(f"{args.output}: first {args.iterations} iteration(s), {len(shorter)} bytes = "
@@ -246,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_decompress)
 
     p = sub.add_parser("cut", help="write a progressive file's first N iterations as a new file (no re-encoding)")
+    p.add_argument("--checkpoint", help="the model that made the file (default: the shipped model it names)")
     p.add_argument("--iterations", type=int, required=True)
     p.add_argument("input")
     p.add_argument("output")

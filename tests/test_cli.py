@@ -1,4 +1,4 @@
-"""The command line on the toy codec: compress, decompress, info, and clear errors on bad input."""
+"""The command line on the toy codec: compress, decompress, info, cut, and clear errors on bad input."""
 
 import json
 
@@ -30,6 +30,9 @@ def test_compress_info_decompress(toy_workdir, image_file, tmp_path, capsys):
     printed = capsys.readouterr().out
     bpp = float(printed.split(" bpp")[0].split()[-1])
     assert bpp == pytest.approx(8 * out.stat().st_size / (30 * 41), abs=1e-4)
+    # The model's estimate comes from the same encode; it covers the payload, so it is below the real rate.
+    estimated = float(printed.split("model's estimate ")[1].split()[0])
+    assert 0 < estimated < bpp
 
     assert cli.main(["info", "--json", str(out)]) == 0
     info = json.loads(capsys.readouterr().out)
@@ -40,6 +43,20 @@ def test_compress_info_decompress(toy_workdir, image_file, tmp_path, capsys):
     assert cli.main(["decompress", "--checkpoint", str(toy_workdir), str(out), str(png)]) == 0
     decoded = data.load_image(png)
     assert decoded.shape == (30, 41, 3)
+
+
+def test_cut_asks_the_files_model(toy_workdir, image_file, tmp_path, capsys):
+    out = tmp_path / "x.lcomp"
+    assert cli.main(["compress", "--checkpoint", str(toy_workdir), str(image_file), str(out)]) == 0
+    capsys.readouterr()
+    cut = ["cut", "--iterations", "1", str(out), str(tmp_path / "y.lcomp")]
+    # Without --checkpoint the shipped model of the file's codec is asked; the toy codec has none.
+    assert cli.main(cut) == 2
+    assert "no shipped model for codec 'toy'" in capsys.readouterr().err
+    assert cli.main(cut[:1] + ["--checkpoint", str(toy_workdir)] + cut[1:]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lcomp cut: error: ") and "not progressive" in err and "Traceback" not in err
+    assert not (tmp_path / "y.lcomp").exists()
 
 
 @pytest.mark.parametrize(
@@ -83,7 +100,7 @@ def test_full_decode_path_fuzz(toy_workdir, image_file):
     from lcomp.errors import LcompError
 
     model = models.load_model(toy_workdir)
-    good = model.codec.compress(model.variables, data.load_image(image_file))
+    good = model.encode(data.load_image(image_file)).data
     rng = np.random.default_rng(7)
     outcomes = {"error": 0, "decoded": 0}
     for case in range(300):
