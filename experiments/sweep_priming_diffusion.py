@@ -70,9 +70,9 @@ def run_cell(args, k: int, d: int, images) -> list[dict] | None:
             print(f"{cell_name(k, d)}: training {config.codec} for {config.train.num_steps} steps in {workdir}")
             train.train(config, workdir)
         model = models.load_model(workdir)
-        adapter = evaluate.LearnedCodecAdapter(model.codec, model.variables, label=f"{model.codec.name} k={k} d={d}")
+        model.description = f"{model.codec.name} k={k} d={d}"  # the cell's label in its results
         settings = [{"iterations": t} for t in args.iterations if t <= model.codec.iterations]
-        evaluate.evaluate_codec(adapter, images, folder / "eval", settings=settings, progress=True)
+        evaluate.evaluate_codec(model, images, folder / "eval", settings=settings, progress=True)
     else:
         print(f"{cell_name(k, d)}: finished earlier, skipped")
     rows = evaluate.load_results(folder / "eval").by_setting  # typed values; None where a metric is missing
