@@ -10,6 +10,7 @@ from lcomp.container import (
     MAX_PARTS,
     Container,
     Header,
+    PartLayout,
     check_model,
     describe,
     encode_varint,
@@ -17,7 +18,7 @@ from lcomp.container import (
     pack,
     unpack,
 )
-from lcomp.errors import BitstreamError, ModelMismatchError
+from lcomp.errors import BitstreamError, ConfigError, ModelMismatchError
 
 FINGERPRINT = bytes.fromhex("0123456789abcdef")
 
@@ -351,3 +352,148 @@ def test_unpack_rejects_non_bytes():
     with pytest.raises(BitstreamError, match="expected bytes"):
         unpack("LCMP")
     assert unpack(bytearray(raw_file())).parts == unpack(memoryview(raw_file())).parts
+
+
+# ---------------------------------------------------------------------------------------------------
+# Part layouts: validate, cut and cut_to_rate on hand-built files
+
+PROGRESSIVE = PartLayout(side=("sabr",), numbered_streams="t", count_setting="iterations")
+ONE_SHOT = PartLayout(side=("hyper", "mask"), required=("mask",), streams=("symbols",))
+
+
+def layout_file(names, settings=None, sizes=None):
+    """A file with the given parts in this order; part i holds `sizes[i]` bytes (default 10 + 7 i)."""
+    sizes = sizes or [10 + 7 * i for i in range(len(names))]
+    parts = tuple((name, bytes([i + 1]) * size) for i, (name, size) in enumerate(zip(names, sizes)))
+    return Container(Header("toy", FINGERPRINT, 32, 48, {"iterations": 4} if settings is None else settings), parts)
+
+
+def test_part_layout_declarations_are_checked():
+    with pytest.raises(ValueError, match="either fixed"):
+        PartLayout(streams=("a",), numbered_streams="t", count_setting="n")
+    with pytest.raises(ValueError, match="either fixed"):
+        PartLayout(side=("a",))
+    with pytest.raises(ValueError, match="header setting"):
+        PartLayout(numbered_streams="t")
+    with pytest.raises(ValueError, match="required side parts"):
+        PartLayout(required=("mask",), streams=("symbols",))
+    assert PROGRESSIVE.progressive and not ONE_SHOT.progressive
+    assert [PROGRESSIVE.stream_name(i) for i in (0, 1, 9)] == ["t01", "t02", "t10"]
+    assert ONE_SHOT.stream_name(0) == "symbols"
+
+
+@pytest.mark.parametrize(
+    "names, held",
+    [
+        (["t01", "t02", "t03", "t04"], 4),
+        (["sabr", "t01", "t02", "t03", "t04"], 4),
+        (["t01"], 1),  # any non-empty prefix of the recorded count is a valid file
+        (["sabr", "t01", "t02"], 2),
+    ],
+)
+def test_progressive_layout_accepts_prefixes(names, held):
+    assert PROGRESSIVE.validate(layout_file(names)) == held
+    assert PROGRESSIVE.validate(unpack(pack(layout_file(names))), limit=4) == held
+
+
+@pytest.mark.parametrize(
+    "names, settings, message",
+    [
+        ([], None, r"unexpected parts none; expected sabr \(optional\), t01..t04"),
+        (["sabr"], None, "unexpected parts sabr;"),
+        (["t02", "t03"], None, "unexpected parts t02, t03;"),  # a gap: t01 is missing
+        (["t01", "t03"], None, "unexpected parts"),
+        (["t01", "sabr"], None, "unexpected parts"),  # side information comes first
+        (["t01", "t02", "extra"], None, "unexpected parts"),
+        (["t01", "t02", "t03", "t04", "t05"], None, "unexpected parts"),  # more than the header records
+        (["t01"], {}, "records iterations=None; expected an integer in >= 1"),
+        (["t01"], {"iterations": True}, "records iterations=True"),
+        (["t01"], {"iterations": 0}, "records iterations=0"),
+        (["t01"], {"iterations": 2.0}, "records iterations=2.0"),
+    ],
+)
+def test_progressive_layout_refuses(names, settings, message):
+    with pytest.raises(BitstreamError, match=message):
+        PROGRESSIVE.validate(layout_file(names, settings))
+
+
+def test_progressive_layout_limit_is_the_models_maximum():
+    box = layout_file(["t01", "t02"], {"iterations": 4})
+    assert PROGRESSIVE.validate(box, limit=4) == 2
+    with pytest.raises(BitstreamError, match="records iterations=4; expected an integer in 1..3"):
+        PROGRESSIVE.validate(box, limit=3)
+
+
+@pytest.mark.parametrize(
+    "names, ok",
+    [
+        (["mask", "symbols"], True),
+        (["hyper", "mask", "symbols"], True),  # optional side part, in declared order
+        (["symbols"], False),  # the required mask is missing
+        (["hyper", "symbols"], False),
+        (["mask", "hyper", "symbols"], False),  # side parts out of order
+        (["symbols", "mask"], False),
+        (["mask", "symbols", "extra"], False),
+        (["mask"], False),
+    ],
+)
+def test_fixed_layout(names, ok):
+    box = layout_file(names, {})
+    if ok:
+        assert ONE_SHOT.validate(box) == 1
+    else:
+        with pytest.raises(BitstreamError, match=r"expected hyper \(optional\), mask, symbols"):
+            ONE_SHOT.validate(box)
+
+
+def test_cut_keeps_side_information_and_a_prefix():
+    box = layout_file(["sabr", "t01", "t02", "t03", "t04"])
+    data = pack(box)
+    two = PROGRESSIVE.cut(data, 2, limit=4)
+    cut_box = unpack(two)
+    assert cut_box.part_names == ("sabr", "t01", "t02")
+    assert cut_box.header == box.header  # the header still records the full count
+    for name in cut_box.part_names:
+        assert cut_box.part(name) == box.part(name)  # copied, not re-encoded
+    assert PROGRESSIVE.validate(cut_box) == 2
+    assert len(two) == header_bytes(cut_box) + sum(len(box.part(n)) for n in ("sabr", "t01", "t02"))
+    assert PROGRESSIVE.cut(two, 1) == PROGRESSIVE.cut(data, 1)  # a cut of a cut
+    assert PROGRESSIVE.cut(data, 4) == data
+    assert unpack(PROGRESSIVE.cut(pack(layout_file(["t01", "t02"])), 1)).part_names == ("t01",)
+
+
+@pytest.mark.parametrize(
+    "count, message",
+    [(0, "at least one iteration"), (-1, "at least one"), (1.5, "at least one"), (True, "at least one"),
+     (3, "holds 2 iterations; cannot keep 3")],
+)  # fmt: skip
+def test_cut_refuses_bad_counts(count, message):
+    data = pack(layout_file(["sabr", "t01", "t02"]))
+    with pytest.raises(ConfigError, match=message):
+        PROGRESSIVE.cut(data, count)
+
+
+def test_cut_refuses_invalid_files_and_fixed_layouts():
+    with pytest.raises(BitstreamError, match="unexpected parts"):
+        PROGRESSIVE.cut(pack(layout_file(["t02"])), 1)
+    damaged = bytearray(pack(layout_file(["t01"])))
+    damaged[-1] ^= 1
+    with pytest.raises(BitstreamError, match="CRC"):
+        PROGRESSIVE.cut(bytes(damaged), 1)
+    with pytest.raises(ConfigError, match="not progressive"):
+        ONE_SHOT.cut(pack(layout_file(["mask", "symbols"], {})), 1)
+
+
+def test_cut_to_rate_keeps_the_longest_prefix_that_fits():
+    data = pack(layout_file(["sabr", "t01", "t02", "t03", "t04"], sizes=[5, 40, 30, 20, 10]))
+    sizes = {t: len(PROGRESSIVE.cut(data, t)) for t in (1, 2, 3, 4)}
+    assert sizes[1] < sizes[2] < sizes[3] < sizes[4] == len(data)
+    assert PROGRESSIVE.cut_to_rate(data, sizes[3]) == PROGRESSIVE.cut(data, 3)  # the budget is inclusive
+    assert PROGRESSIVE.cut_to_rate(data, sizes[3] - 1) == PROGRESSIVE.cut(data, 2)
+    assert PROGRESSIVE.cut_to_rate(data, sizes[2] + 0.5) == PROGRESSIVE.cut(data, 2)  # budgets may be fractional
+    assert PROGRESSIVE.cut_to_rate(data, 1e9) == data
+    assert PROGRESSIVE.cut_to_rate(data, 1) == PROGRESSIVE.cut(data, 1)  # at least one iteration, even if larger
+    one = PROGRESSIVE.cut(data, 1)
+    assert PROGRESSIVE.cut_to_rate(one, 1e9) == one
+    with pytest.raises(BitstreamError, match="1..3"):
+        PROGRESSIVE.cut_to_rate(data, 1e9, limit=3)
