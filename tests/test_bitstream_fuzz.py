@@ -1,7 +1,7 @@
 """Fuzzing the whole decode path: container parsing plus range decoding of real parts.
 
 A toy two-part codec writes a real file (a binary mask and a two-pass categorical stream whose second
-pass depends on the first). Over a thousand seeded mutations of that file (bit flips, byte changes,
+pass depends on the first), its parts declared as a `PartLayout` the way codecs declare theirs. Over a thousand seeded mutations of that file (bit flips, byte changes,
 insertions, deletions, truncations, duplicated spans) go through the decoder a real codec would run.
 Every one must end in an LcompError or decode without crashing, quickly.
 """
@@ -12,7 +12,7 @@ import zlib
 import numpy as np
 import pytest
 
-from lcomp.container import Container, Header, check_model, pack, unpack
+from lcomp.container import Container, Header, PartLayout, check_model, pack, unpack
 from lcomp.entropy import SymbolDecoder, SymbolEncoder
 from lcomp.errors import BitstreamError, LcompError
 
@@ -20,6 +20,8 @@ CODEC = "toy"
 FINGERPRINT = b"\x5a" * 8
 HEIGHT, WIDTH = 12, 16
 MAX_SECONDS_PER_CASE = 2.0
+#: What a file of the toy codec holds: the mask (side information, required), then one symbol stream.
+LAYOUT = PartLayout(side=("mask",), required=("mask",), streams=("symbols",))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -75,6 +77,7 @@ def toy_decode(data):
     """What the toy codec's decompress does (a decoder configured with small size limits)."""
     container = unpack(data, max_side=64, max_pixels=2048)
     check_model(container, CODEC, FINGERPRINT)
+    LAYOUT.validate(container)  # the parts, in order, before any of them is decoded
     header = container.header
     levels = header.settings.get("levels")
     if not isinstance(levels, int) or isinstance(levels, bool) or not 2 <= levels <= 16:
@@ -179,6 +182,17 @@ def test_the_original_file_decodes(original):
     assert np.array_equal(decoded_mask, mask)
     assert np.array_equal(decoded_symbols, symbols)
     assert len(unpack(data).part("symbols")) > 8  # a real multi-word stream, not a trivial one
+    assert LAYOUT.validate(unpack(data)) == 1
+
+
+def test_files_with_other_parts_are_refused_before_decoding(original):
+    container = unpack(original[0])
+    mask, symbols = container.part("mask"), container.part("symbols")
+    for parts in ((("symbols", symbols),), (("symbols", symbols), ("mask", mask)),
+                  (("mask", mask), ("symbols", symbols), ("extra", b""))):
+        data = pack(Container(container.header, parts))
+        with pytest.raises(BitstreamError, match="unexpected parts"):
+            toy_decode(data)
 
 
 def test_raw_mutations_are_rejected(original):
