@@ -1,9 +1,10 @@
 """Fuzzing the whole decode path: container parsing plus range decoding of real parts.
 
 A toy two-part codec writes a real file (a binary mask and a two-pass categorical stream whose second
-pass depends on the first), its parts declared as a `PartLayout` the way codecs declare theirs. Over a thousand seeded mutations of that file (bit flips, byte changes,
-insertions, deletions, truncations, duplicated spans) go through the decoder a real codec would run.
-Every one must end in an LcompError or decode without crashing, quickly.
+pass depends on the first), its parts declared as a `PartLayout` the way codecs declare theirs. Over a
+thousand seeded mutations of that file (bit flips, byte changes, insertions, deletions, truncations,
+duplicated spans) go through the decoder a real codec would run. Every one must end in an LcompError or
+decode without crashing, quickly.
 """
 
 import time
