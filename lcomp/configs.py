@@ -13,24 +13,32 @@ A config is an `ml_collections.ConfigDict` with these sections (see `base_config
 Config files live in `experiments/configs/<name>.py` (big_vision style): `get_config(variant="")` returns
 paper-size defaults, `get_config("tiny")` a CPU-sized variant. They are named on the command line as
 `johnston2018`, `johnston2018:tiny` or a path `path/to/file.py:tiny`.
+
+A name resolves through the installed package `lcomp.experiment_configs`, which the build maps onto
+`experiments/configs/` (see setup.py): editable and plain installs import the same modules, and no path
+relative to a checkout is involved. A path names a user's own file, executed as it stands; it can reuse the
+shipped pieces with `from lcomp.experiment_configs._rnn_common import rnn_config`.
 """
 
 from __future__ import annotations
 
 import ast
 import difflib
+import importlib
 import importlib.util
 import json
 import operator
 import pathlib
+import pkgutil
+from types import ModuleType
 from typing import Any, Iterable
 
 import ml_collections
 
 from lcomp.errors import ConfigError
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
-CONFIG_DIR = REPO_ROOT / "experiments" / "configs"
+#: The installed package holding the shipped config files (experiments/configs/ in the repository).
+CONFIG_PACKAGE = "lcomp.experiment_configs"
 
 
 def optimizer_config(learning_rate: float = 1e-4, **overrides) -> ml_collections.ConfigDict:
@@ -99,39 +107,72 @@ def base_config() -> ml_collections.ConfigDict:
     return cfg
 
 
-def _resolve_config_file(name: str) -> pathlib.Path:
+def shipped_config_names() -> list[str]:
+    """Names of the configs that ship with lcomp (the modules of `lcomp.experiment_configs`)."""
+    try:
+        package = importlib.import_module(CONFIG_PACKAGE)
+    except ImportError as exc:  # a broken install: say so instead of "no config named ..."
+        raise ConfigError(f"the installed lcomp has no {CONFIG_PACKAGE} package ({exc}); reinstall lcomp") from exc
+    return sorted(m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_"))
+
+
+def _config_file_module(name: str) -> ModuleType:
+    """Executes a user's config file, given by path (not imported: two files may share a name)."""
     path = pathlib.Path(name)
-    if path.suffix == ".py":
-        if not path.is_file():
-            raise ConfigError(f"config file {name!r} does not exist")
-        return path
-    candidate = CONFIG_DIR / f"{name}.py"
-    if candidate.is_file():
-        return candidate
-    known = sorted(p.stem for p in CONFIG_DIR.glob("*.py") if not p.stem.startswith("_"))
-    raise ConfigError(
-        f"no config named {name!r} in {CONFIG_DIR} (known: {', '.join(known) or 'none'}); "
-        "pass a path to a .py file with get_config() instead"
-    )
-
-
-def load_config(spec: str, overrides: Iterable[str] = ()) -> ml_collections.ConfigDict:
-    """Loads `name[:variant]` or `path.py[:variant]` and applies `--config.a.b=v` overrides."""
-    name, _, variant = spec.partition(":")
-    path = _resolve_config_file(name)
+    if not path.is_file():
+        raise ConfigError(f"config file {name!r} does not exist")
     module_spec = importlib.util.spec_from_file_location(f"lcomp_config_{path.stem}", path)
     module = importlib.util.module_from_spec(module_spec)
     try:
         module_spec.loader.exec_module(module)
     except Exception as exc:  # a user's config file: report it as a config problem
         raise ConfigError(f"could not execute config file {path}: {exc!r}") from exc
+    return module
+
+
+def _shipped_config_module(name: str) -> ModuleType:
+    """Imports the shipped config `name` from `lcomp.experiment_configs`."""
+    known = shipped_config_names()
+    if name not in known:
+        raise ConfigError(
+            f"no config named {name!r} among the configs shipped with lcomp (known: {', '.join(known) or 'none'}); "
+            "pass a path to a .py file with get_config() instead"
+        )
+    try:
+        return importlib.import_module(f"{CONFIG_PACKAGE}.{name}")
+    except Exception as exc:
+        raise ConfigError(f"could not import config {CONFIG_PACKAGE}.{name}: {exc!r}") from exc
+
+
+def load_config(spec: str, overrides: Iterable[str] = ()) -> ml_collections.ConfigDict:
+    """Loads `name[:variant]` (a shipped config) or `path.py[:variant]` and applies `--config.a.b=v` overrides."""
+    name, _, variant = spec.partition(":")
+    is_path = name.endswith(".py")
+    module = _config_file_module(name) if is_path else _shipped_config_module(name)
+    where = name if is_path else f"{CONFIG_PACKAGE}.{name}"
     if not hasattr(module, "get_config"):
-        raise ConfigError(f"config file {path} has no get_config() function")
+        raise ConfigError(f"config {where} has no get_config() function")
     try:
         config = module.get_config(variant) if variant else module.get_config()
     except (ValueError, KeyError) as exc:
-        raise ConfigError(f"{path}: get_config({variant!r}) failed: {exc}") from exc
+        raise ConfigError(f"{where}: get_config({variant!r}) failed: {exc}") from exc
     return apply_overrides(config, overrides)
+
+
+def codec_config(codec: str, variant: str = "", overrides: Iterable[str] = ()) -> ml_collections.ConfigDict:
+    """The config a registered codec names (`CodecEntry.config`), loaded from the shipped configs.
+
+    ConfigError if the codec is unknown, names a config lcomp does not ship, or names one for another codec."""
+    from lcomp.codecs import registry
+
+    entry = registry.get(codec)
+    if entry.config not in shipped_config_names():
+        raise ConfigError(f"codec {codec!r} names config {entry.config!r}, which does not ship with lcomp")
+    spec = f"{entry.config}:{variant}" if variant else entry.config
+    config = load_config(spec, overrides)
+    if config.codec != codec:
+        raise ConfigError(f"config {spec!r} (named by codec {codec!r}) configures codec {config.codec!r}")
+    return config
 
 
 def parse_value(text: str):

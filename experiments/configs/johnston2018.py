@@ -12,12 +12,7 @@ Unconfirmed facts of the paper are switches here (spec rnn_coder.md section 9):
                            `lcomp compress --target-quality Q`
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-
-from _rnn_common import rnn_config  # noqa: E402
+from lcomp.experiment_configs._rnn_common import rnn_config
 
 
 def get_config(variant: str = ""):

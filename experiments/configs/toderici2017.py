@@ -7,12 +7,7 @@ Switches for the paper's variants: network.cell ("gru" | "lstm"), network.recons
 "additive" | "residual_scaling"), network.residual_gru (unverified form of the Residual GRU).
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-
-from _rnn_common import rnn_config  # noqa: E402
+from lcomp.experiment_configs._rnn_common import rnn_config
 
 
 def get_config(variant: str = ""):

@@ -3,7 +3,9 @@
     @register("johnston2018", config="johnston2018", zoo="johnston2018")
     class Johnston2018(Codec): ...
 
-`create(name, model_config)` builds a codec; `lcomp.models.load_shipped(name)` loads its shipped model.
+`create(name, model_config)` builds a codec; `lcomp.models.load_shipped(name)` loads its shipped model;
+`lcomp.configs.codec_config(name, variant)` loads the config it names, a module of the installed package
+`lcomp.experiment_configs` (experiments/configs/<config>.py in the repository), never a path into a checkout.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from lcomp.errors import ConfigError
 class CodecEntry:
     name: str
     factory: Callable  # model_config -> Codec
-    config: str  # name of experiments/configs/<config>.py
+    config: str  # shipped config module: lcomp.experiment_configs.<config> (experiments/configs/<config>.py)
     zoo: str | None  # folder name under lcomp/zoo/ holding the shipped model, if any
     description: str
 
