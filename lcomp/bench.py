@@ -1,17 +1,23 @@
-"""`lcomp bench`: speed and memory of the recurrent coder (a benchmark that prints a table, not a test).
+"""`lcomp bench`: speed and memory of a codec (a benchmark that prints a table, not a test).
 
-Measures, for the paper-size model of a config (random parameters: speed does not depend on training):
+Measures, for the paper-size model of a registered codec's config (random parameters: speed does not depend
+on training):
 
 * the machine's fp32 matrix-multiply GFLOP/s (the yardstick),
-* training steps/s on 32x32 patches, batch 32, all iterations unrolled (GRU, and LSTM for comparison with
-  PyTorch ports),
-* encode and decode seconds of a Kodak-sized image (768x512) at 4, 8 and 16 iterations, split into network
-  time and entropy-coding time,
-* the achieved GFLOP/s of the encoder and decoder networks (convolution FLOPs counted from the layer table),
+* training steps/s on 32x32 patches, batch 32 (a recurrent coder: with all iterations unrolled, GRU and LSTM
+  cells, for comparison with PyTorch ports),
+* encode and decode seconds of a Kodak-sized image (768x512) at three of the codec's operating points (the
+  recurrent coder: 4, 8 and 16 iterations),
+* for a recurrent coder (`lcomp.codecs.rnn.codec.RecurrentCoder`, whose layer table `network_flops` reads),
+  the network part of those seconds and the achieved GFLOP/s of its encoder and decoder networks,
 * peak memory (resident set) of each workload, each measured in its own subprocess.
 
-    lcomp bench                       # johnston2018 and toderici2017 paper-size models
-    lcomp bench --quick --json out.json
+    lcomp bench                                   # johnston2018's paper-size model
+    lcomp bench --codec toderici2017 --quick --json out.json
+    lcomp bench --config my_codec.py              # a config of one's own (its codec_module registers the codec)
+
+It serves every registered codec whose registered config ships with lcomp, and any codec given by
+`--config`; it refuses any other with a ConfigError naming the codecs it serves.
 """
 
 from __future__ import annotations
@@ -22,8 +28,12 @@ import subprocess
 import sys
 import time
 
+from lcomp.errors import ConfigError
+
+DEFAULT_CODEC = "johnston2018"
 KODAK_SHAPE = (512, 768)
-WORKLOADS = ("matmul", "train_gru", "train_lstm", "code")
+TRAIN_PATCH, TRAIN_BATCH = 32, 32
+CELL_KEY = "model.network.cell"  # a recurrent coder's cell switch: bench times both cells
 
 
 def _timed(fn, repeats: int) -> float:
@@ -96,14 +106,35 @@ def bench_matmul(quick: bool) -> dict:
     return {"matmul_gflops": best}
 
 
-def bench_train(config_name: str, cell: str, quick: bool) -> dict:
+def _patch_size(codec) -> int:
+    """The training patch (TRAIN_PATCH, or the codec's pad multiple if that is larger)."""
+    multiple = int(codec.pad_multiple)
+    return max(TRAIN_PATCH, -(-TRAIN_PATCH // multiple) * multiple)
+
+
+def _load(config_spec: str, overrides):
+    from lcomp import configs
+    from lcomp.codecs import registry
+
+    cfg = configs.load_config(config_spec, overrides)
+    registry.import_codec_module(cfg.get("codec_module", ""))
+    return cfg, registry.create(cfg.codec, cfg.model)
+
+
+def _recurrent(codec) -> bool:
+    from lcomp.codecs.rnn.codec import RecurrentCoder
+
+    return isinstance(codec, RecurrentCoder)
+
+
+def bench_train(config_spec: str, overrides, quick: bool) -> dict:
     import jax
     import numpy as np
 
-    from lcomp import configs, train
+    from lcomp import train
 
-    cfg = configs.load_config(config_name, [f"--config.model.network.cell={cell}"])
-    cfg.data.patch_size, cfg.data.batch_size = 32, 32
+    cfg, codec = _load(config_spec, overrides)
+    cfg.data.patch_size, cfg.data.batch_size = _patch_size(codec), TRAIN_BATCH
     cfg.train.progress = False
     trainer = train.Trainer(cfg, "/tmp/lcomp-bench-unused", devices=jax.devices()[:1])
     batch = trainer.batches.batch(0)
@@ -118,77 +149,98 @@ def bench_train(config_name: str, cell: str, quick: bool) -> dict:
     step()
     compile_seconds = time.perf_counter() - compile_start
     seconds = _timed(step, 2 if quick else 4)
-    return {
+    result = {
         "train_step_seconds": seconds,
-        "train_images_per_second": 32 / seconds,
+        "train_images_per_second": TRAIN_BATCH / seconds,
         "train_compile_seconds": compile_seconds,
-        "iterations": trainer.codec.iterations,
-        "priming": trainer.codec.net_config.priming_steps,
+        "patch_size": cfg.data.patch_size,
         "peak_rss_mb": _peak_rss_mb(),
         "params": int(sum(np.size(x) for x in jax.tree.leaves(holder["state"]["params"]))),
     }
+    if _recurrent(trainer.codec):
+        result.update(iterations=trainer.codec.iterations, priming=trainer.codec.net_config.priming_steps)
+    return result
 
 
-def bench_code(config_name: str, quick: bool) -> dict:
+def timing_points(points: list[dict]) -> list[dict]:
+    """Three of a codec's operating points, at a quarter, half and all of its sweep (1..16 -> 4, 8, 16)."""
+    n = len(points)
+    picks = sorted({max(n // 4 - 1, 0), max(n // 2 - 1, 0), n - 1})
+    return [dict(points[i]) for i in picks]
+
+
+def setting_label(setting: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in setting.items()) or "default"
+
+
+def _recurrent_network_timing(codec, variables, image, iterations: int, repeats: int) -> dict:
+    """Network-only seconds and GFLOP/s of the recurrent coder (its jitted encoder and decoder)."""
+    import jax
+
+    from lcomp.codecs.rnn.codec import to_float
+
+    params = variables["params"]["autoencoder"]
+    x = to_float(image)[None]
+    h, w = image.shape[:2]
+    bits = codec._encode(params, x, iterations).bits
+    encode_net = _timed(lambda: jax.block_until_ready(codec._encode(params, x, iterations).bits), repeats)
+    decode_net = _timed(lambda: jax.block_until_ready(codec._decode(params, bits)), repeats)
+    # Encoding runs the decoder too (the encoder needs the reconstruction to form the next residual).
+    encode_flops, decode_flops = network_flops(codec.net_config, h, w, iterations)
+    return {
+        "encode_network_seconds": encode_net,
+        "decode_network_seconds": decode_net,
+        "encode_gflops": encode_flops / encode_net / 1e9,
+        "decode_gflops": decode_flops / decode_net / 1e9,
+        "decode_gflop": decode_flops / 1e9,
+    }
+
+
+def bench_code(config_spec: str, overrides, quick: bool) -> dict:
     import jax
     import numpy as np
 
-    from lcomp import configs
-    from lcomp.codecs import registry
-    from lcomp.codecs.rnn.codec import to_float
-
-    cfg = configs.load_config(config_name)
-    codec = registry.create(cfg.codec, cfg.model)
+    cfg, codec = _load(config_spec, overrides)
     h, w = KODAK_SHAPE
-    variables = codec.init(jax.random.key(0), {"image": np.zeros((1, 32, 32, 3), np.uint8)})
+    patch = _patch_size(codec)
+    variables = codec.init(jax.random.key(0), {"image": np.zeros((1, patch, patch, 3), np.uint8)})
     rng = np.random.default_rng(0)
     # A smooth random image (natural-image-like spectrum is irrelevant to speed; content-independent nets).
     image = (rng.random((h // 8, w // 8, 3)) * 255).astype(np.uint8).repeat(8, 0).repeat(8, 1)
-    params = variables["params"]["autoencoder"]
-    x = to_float(image)[None]
+    recurrent = _recurrent(codec)
     out = {}
     repeats = 1 if quick else 3
-    for t in (4, 8, 16):
-        if t > codec.iterations:
-            continue
-        bits = codec._encode(params, x, t).bits
-        encode_net = _timed(lambda: jax.block_until_ready(codec._encode(params, x, t).bits), repeats)
-        decode_net = _timed(lambda: jax.block_until_ready(codec._decode(params, bits)), repeats)
-        blob = codec.compress(variables, image, iterations=t)
-        encode_total = _timed(lambda: codec.compress(variables, image, iterations=t), repeats)
-        decode_total = _timed(lambda: codec.decompress(variables, blob), repeats)
-        # Encoding runs the decoder too (the encoder needs the reconstruction to form the next residual).
-        encode_flops, decode_flops = network_flops(codec.net_config, h, w, t)
-        out[str(t)] = {
-            "encode_seconds": encode_total,
-            "encode_network_seconds": encode_net,
-            "decode_seconds": decode_total,
-            "decode_network_seconds": decode_net,
-            "encode_gflops": encode_flops / encode_net / 1e9,
-            "decode_gflops": decode_flops / decode_net / 1e9,
-            "decode_gflop": decode_flops / 1e9,
+    for setting in timing_points(codec.operating_points()):
+        blob = codec.compress(variables, image, **setting).data
+        row = {
+            "setting": setting,
+            "encode_seconds": _timed(lambda: codec.compress(variables, image, **setting), repeats),
+            "decode_seconds": _timed(lambda: codec.decompress(variables, blob), repeats),
             "bytes": len(blob),
         }
+        if recurrent:
+            row.update(_recurrent_network_timing(codec, variables, image, setting["iterations"], repeats))
+        out[setting_label(setting)] = row
     return {"code": out, "peak_rss_mb": _peak_rss_mb()}
 
 
 def _worker(argv) -> int:
-    workload, config_name, quick = argv[0], argv[1], argv[2] == "1"
+    workload, config_spec, quick, overrides = argv[0], argv[1], argv[2] == "1", argv[3:]
     if workload == "matmul":
         result = bench_matmul(quick)
-    elif workload.startswith("train_"):
-        result = bench_train(config_name, workload.split("_", 1)[1], quick)
+    elif workload == "train":
+        result = bench_train(config_spec, overrides, quick)
     else:
-        result = bench_code(config_name, quick)
+        result = bench_code(config_spec, overrides, quick)
     print("LCOMP_BENCH " + json.dumps(result))
     return 0
 
 
-def _run_worker(workload: str, config_name: str, quick: bool) -> dict:
+def _run_worker(workload: str, config_spec: str, quick: bool, overrides=()) -> dict:
     env = dict(os.environ)
     env.pop("XLA_FLAGS", None)  # one real device: no simulated devices splitting the cores
     proc = subprocess.run(
-        [sys.executable, "-m", "lcomp.bench", workload, config_name, "1" if quick else "0"],
+        [sys.executable, "-m", "lcomp.bench", workload, config_spec, "1" if quick else "0", *overrides],
         env=env, capture_output=True, text=True,
     )
     for line in proc.stdout.splitlines():
@@ -197,32 +249,96 @@ def _run_worker(workload: str, config_name: str, quick: bool) -> dict:
     raise RuntimeError(f"benchmark worker {workload} failed:\n{proc.stderr[-3000:]}")
 
 
-def run_bench(args) -> int:
+def servable_codecs() -> list[str]:
+    """Registered codecs bench can time by name: their registered config ships with lcomp."""
+    from lcomp import configs
+    from lcomp.codecs import registry
+
+    servable = []
+    for name in registry.names():
+        try:
+            configs.codec_config(name)
+        except ConfigError:
+            continue
+        servable.append(name)
+    return servable
+
+
+def bench_config(codec: str | None, config_spec: str | None, overrides=()):
+    """(config spec for the workers, loaded config) of what to time, or a ConfigError saying what bench serves.
+
+    `--config` names the model directly (a shipped name or a file); otherwise the codec's registered config,
+    paper size."""
+    from lcomp import configs
+    from lcomp.codecs import registry
+
+    if config_spec:
+        config = configs.load_config(config_spec, overrides)
+        registry.import_codec_module(config.get("codec_module", ""))
+        registry.get(config.codec)
+        if codec and config.codec != codec:
+            raise ConfigError(f"--config {config_spec} configures codec {config.codec!r}, not {codec!r}")
+        return config_spec, config
+    codec = codec or DEFAULT_CODEC
+    try:
+        config = configs.codec_config(codec)
+    except ConfigError as exc:
+        raise ConfigError(
+            f"bench cannot serve codec {codec!r} ({exc}); by name it times a registered codec's shipped config, "
+            f"which these codecs have: {', '.join(servable_codecs()) or 'none'} (or give --config FILE.py)"
+        ) from exc
+    return registry.get(codec).config, configs.apply_overrides(config, overrides)
+
+
+def _train_variants(config) -> list[tuple[str, list[str]]]:
+    """(label, overrides) per training workload: both cells of a recurrent coder, else the config as is."""
+    node = config
+    for part in CELL_KEY.split("."):
+        if part not in node:
+            return [("", [])]
+        node = node[part]
+    return [(cell.upper(), [f"--config.{CELL_KEY}={cell}"]) for cell in ("gru", "lstm")]
+
+
+def _print_code_table(code: dict, peak: float) -> None:
+    def cell(row, key, fmt):
+        return format(row[key], fmt) if key in row else "-"
+
+    print("| setting | bytes | encode s (network) | decode s (network) | encoder GFLOP/s (% of matmul) "
+          "| decoder GFLOP | decoder GFLOP/s (% of matmul) |")
+    print("|---|---|---|---|---|---|---|")
+    for label, r in code.items():
+        enc_pct = f" ({100 * r['encode_gflops'] / peak:.0f} %)" if "encode_gflops" in r else ""
+        dec_pct = f" ({100 * r['decode_gflops'] / peak:.0f} %)" if "decode_gflops" in r else ""
+        print(f"| {label} | {r['bytes']} | {r['encode_seconds']:.2f} ({cell(r, 'encode_network_seconds', '.2f')}) "
+              f"| {r['decode_seconds']:.2f} ({cell(r, 'decode_network_seconds', '.2f')}) "
+              f"| {cell(r, 'encode_gflops', '.0f')}{enc_pct} | {cell(r, 'decode_gflop', '.1f')} "
+              f"| {cell(r, 'decode_gflops', '.0f')}{dec_pct} |")
+
+
+def run_bench(args, overrides=()) -> int:
     import jax
 
-    config_name = args.config
+    overrides = list(overrides)
+    config_spec, config = bench_config(getattr(args, "codec", None), args.config, overrides)
     results = {"device": jax.devices()[0].device_kind, "platform": jax.default_backend(), "cpus": os.cpu_count(),
-               "config": config_name}
-    print(f"lcomp bench on {results['platform']} ({results['device']}, {results['cpus']} CPUs), config {config_name}")
-    results["matmul"] = _run_worker("matmul", config_name, args.quick)
+               "codec": config.codec, "config": config_spec, "overrides": overrides}
+    print(f"lcomp bench on {results['platform']} ({results['device']}, {results['cpus']} CPUs), "
+          f"codec {config.codec}, config {config_spec}")
+    results["matmul"] = _run_worker("matmul", config_spec, args.quick)
     peak = results["matmul"]["matmul_gflops"]
     print(f"fp32 matmul: {peak:.0f} GFLOP/s")
-    for cell in ("gru", "lstm"):
-        r = _run_worker(f"train_{cell}", config_name, args.quick)
-        results[f"train_{cell}"] = r
-        print(f"train step ({cell.upper()}, batch 32 of 32x32, {r['iterations']} iterations, priming {r['priming']}): "
-              f"{r['train_step_seconds']:.2f} s/step = {r['train_images_per_second']:.1f} images/s, "
+    for label, extra in _train_variants(config):
+        r = _run_worker("train", config_spec, args.quick, overrides + extra)
+        results[f"train_{label.lower()}" if label else "train"] = r
+        unrolled = f", {r['iterations']} iterations, priming {r['priming']}" if "iterations" in r else ""
+        print(f"train step ({label + ', ' if label else ''}batch {TRAIN_BATCH} of {r['patch_size']}x{r['patch_size']}"
+              f"{unrolled}): {r['train_step_seconds']:.2f} s/step = {r['train_images_per_second']:.1f} images/s, "
               f"peak RSS {r['peak_rss_mb']:.0f} MB ({r['params'] / 1e6:.1f} M parameters)")
-    code = _run_worker("code", config_name, args.quick)
+    code = _run_worker("code", config_spec, args.quick, overrides)
     results["code"] = code
     print(f"\n768x512 image (peak RSS of the coding process {code['peak_rss_mb']:.0f} MB)")
-    print("| iterations | encode s (network) | decode s (network) | encoder GFLOP/s (% of matmul) "
-          "| decoder GFLOP | decoder GFLOP/s (% of matmul) |")
-    print("|---|---|---|---|---|---|")
-    for t, r in code["code"].items():
-        print(f"| {t} | {r['encode_seconds']:.2f} ({r['encode_network_seconds']:.2f}) | {r['decode_seconds']:.2f} "
-              f"({r['decode_network_seconds']:.2f}) | {r['encode_gflops']:.0f} ({100 * r['encode_gflops'] / peak:.0f} %) "
-              f"| {r['decode_gflop']:.1f} | {r['decode_gflops']:.0f} ({100 * r['decode_gflops'] / peak:.0f} %) |")
+    _print_code_table(code["code"], peak)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

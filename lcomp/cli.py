@@ -8,8 +8,8 @@
     lcomp eval       (--codec NAME | --checkpoint DIR) [--images DIR] --out DIR
     lcomp plot       SOURCE... --out FILE.png          RD curves of eval folders and published curves
     lcomp bdrate     SOURCE... --anchor SOURCE [--out STEM]   BD-rate table (Markdown, CSV)
-    lcomp demo       train a tiny model on the embedded photographs, then compress and plot
-    lcomp bench      speed and memory of the recurrent coder
+    lcomp demo       [--codec NAME] train a tiny model on the embedded photographs, then compress and plot
+    lcomp bench      [--codec NAME | --config SPEC] speed and memory of a codec's paper-size model
 
 Every user-facing failure is an `LcompError`, printed as one line; the exit status is then 2.
 """
@@ -184,7 +184,7 @@ def cmd_demo(args, overrides) -> int:
 def cmd_bench(args, overrides) -> int:
     from lcomp import bench
 
-    return bench.run_bench(args)
+    return bench.run_bench(args, overrides)
 
 
 # --- parser -------------------------------------------------------------------------------------------------
@@ -263,14 +263,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_evaluation_commands(sub)
 
-    p = sub.add_parser("demo", help="train a tiny recurrent coder on the embedded photographs and show it work")
+    p = sub.add_parser("demo", help="train a codec's tiny config on the embedded photographs and show it work")
     p.add_argument("--out", default="lcomp-demo", help="output folder (files, reconstructions, plot)")
     p.add_argument("--steps", type=int, help="training steps (default: the tiny config's)")
-    p.add_argument("--codec", default="johnston2018", help="registered codec whose tiny config to train")
+    p.add_argument("--codec", help="registered codec whose shipped tiny config to train (default johnston2018)")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("bench", help="speed and memory benchmark of the recurrent coder")
-    p.add_argument("--config", default="johnston2018", help="config NAME[:variant] of the model to time")
+    p = sub.add_parser("bench", help="speed and memory benchmark of a codec's paper-size model")
+    p.add_argument("--codec", help="registered codec whose shipped config to time (default johnston2018)")
+    p.add_argument("--config", help="instead: config NAME[:variant] or FILE.py[:variant] of the model to time")
     p.add_argument("--quick", action="store_true", help="fewer repetitions")
     p.add_argument("--json", help="also write the results here")
     p.set_defaults(func=cmd_bench)
