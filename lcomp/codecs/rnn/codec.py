@@ -6,8 +6,11 @@
              -> integer frequencies -> range coder -> one container part per iteration ("t01", "t02", ...)
     file  -> the same passes in the same order -> bits -> decoder iterations -> crop -> image
 
-One part per iteration makes the file progressive: `lcomp.container.Container.first_parts` cut after
-iteration t gives a valid file that decodes to the t-iteration image.
+One part per iteration makes the file progressive (`part_layout`): `codec.cut_file(data, t)` is a valid file
+that decodes to the t-iteration image, and `compress(..., bpp=b)` keeps the longest prefix within b.
+What is generic lives elsewhere: the schedule and its walker in `lcomp.entropy.schedules`, the exact
+toolkit in `lcomp.entropy.exact`, the count-map coder in `lcomp.entropy.side_info`, part validation and
+cutting in `lcomp.container.PartLayout`.
 
 Registered twice with different defaults (experiments/configs): `toderici2017` (Toderici et al. 2017: L1 loss,
 no priming) and `johnston2018` (Johnston et al. 2018: priming, diffusion, SSIM-weighted L1, SABR).
@@ -262,22 +265,21 @@ class RecurrentCoder(Codec):
     def max_streams(self) -> int:
         return self.iterations
 
-    def decompress(self, variables, data, *, iterations=None, **settings):
-        if settings:
-            raise ConfigError(f"decompress takes no setting(s) {sorted(settings)}")
+    def decode_bits(self, variables, data, *, iterations=None):
+        """The bits a file carries, decoded: (bits (T, 1, h, w, C) in {-1, 0, +1} with 0 = not sent, the
+        number of iterations decoded, the SABR count map or None). What `decompress` synthesises from."""
         box, available = self.unpack_own(variables, data)
         header = box.header
         total = self.part_layout.recorded_count(box, self.iterations)
         use = available if iterations is None else int(iterations)
         if not 1 <= use <= available:
             raise ConfigError(f"this file holds {available} iteration(s); cannot decode {use}")
+        d = self.net_config.downsampling
         block = header.settings.get("sabr_block")
-        if "sabr" in box.part_names and (isinstance(block, bool) or not isinstance(block, int)
-                                         or block % self.net_config.downsampling or block < self.net_config.downsampling):
+        if "sabr" in box.part_names and (isinstance(block, bool) or not isinstance(block, int) or block % d or block < d):
             raise BitstreamError(f"invalid SABR block size {block!r}")
         multiple = self.pad_multiple if block is None else math.lcm(self.pad_multiple, int(block))
         hp, wp = -(-header.height // multiple) * multiple, -(-header.width // multiple) * multiple
-        d = self.net_config.downsampling
         shape = (total, 1, hp // d, wp // d, self.net_config.bits_per_position)
         counts = None
         if "sabr" in box.part_names:
@@ -291,9 +293,18 @@ class RecurrentCoder(Codec):
             sent=sent,
             precision=FREQUENCY_PRECISION,
         )
-        bits = self._as_bits(symbols, sent)
+        return self._as_bits(symbols, sent), use, counts
+
+    def decompress(self, variables, data, *, iterations=None, **settings):
+        if settings:
+            raise ConfigError(f"decompress takes no setting(s) {sorted(settings)}")
+        bits, use, counts = self.decode_bits(variables, data, iterations=iterations)
+        header = container.unpack(data).header
         reconstructions = to_u8(self._decode(variables["params"]["autoencoder"], jnp.asarray(bits[:use])))[:, 0]
-        image = reconstructions[-1] if counts is None else sabr.compose(reconstructions, counts, block)
+        if counts is None:
+            image = reconstructions[-1]
+        else:
+            image = sabr.compose(reconstructions, counts, header.settings["sabr_block"])
         return crop(image, (header.height, header.width))
 
     def operating_points(self):
