@@ -11,6 +11,22 @@ and each process feeds its own slice of the global batch.
 Exact resume: the training batches are a pure function of `(seed, step)` and the step's random key is
 `fold_in(key(seed), step)`, so the step number is the whole position of the data iterator. A run killed at any
 moment resumes from its last checkpoint and reaches the same parameters as an uninterrupted run.
+
+Objectives: `Codec.loss` returns one scalar, which every parameter group minimises (one backward pass), or
+`{group: scalar}`, one objective per group (Mentzer 2018: the autoencoder minimises distortion + beta * rate,
+the context model its cross-entropy). Then the step runs the codec's forward pass once (`jax.vjp`) and one
+backward pass per group, with a one-hot cotangent over the objectives, keeping only that group's part of the
+gradient: group g moves along the gradient of objective g with respect to its own parameters only, and XLA
+drops the rest of each backward pass. The codec needs neither a second forward pass nor stop_gradient tricks
+to keep one group's objective away from another group. The objectives dict must name exactly the codec's
+parameter groups (a `TrainingError` on the first step otherwise). `metrics["loss"]` is the codec's own "loss"
+metric if it reports one, else the sum of the objectives; each objective is logged as `objective/<group>`.
+
+Training windows: group g is updated at `optim.<g>.train_from_step <= step < optim.<g>.train_until_step`
+(0: no end). Outside its window the update is skipped (`lax.cond`, so a frozen group's backward pass does
+not run when it has its own objective): its parameters and optimizer state stay bit-identical, so its
+learning-rate schedule counts only the steps it trained, and its logged `grad_norm/<g>` is 0. Li 2018's
+staged training is this with windows per group.
 """
 
 from __future__ import annotations
@@ -20,7 +36,7 @@ import json
 import logging
 import pathlib
 import time
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -67,6 +83,19 @@ def learning_rate_schedule(cfg: ml_collections.ConfigDict) -> optax.Schedule:
     return decay
 
 
+def training_window(cfg: ml_collections.ConfigDict, group: str) -> tuple[int, int]:
+    """`(train_from_step, train_until_step)` of one group's optimizer section (until 0: no end), checked
+    here so that an impossible window fails before any compilation instead of silently never training."""
+    start = configs.integer_setting(f"optim.{group}.train_from_step", cfg.get("train_from_step", 0), minimum=0)
+    until = configs.integer_setting(f"optim.{group}.train_until_step", cfg.get("train_until_step", 0), minimum=0)
+    if until and until <= start:
+        raise ConfigError(
+            f"optim.{group}.train_until_step={until} must be 0 (no end) or greater than "
+            f"train_from_step={start}: the group would never train"
+        )
+    return start, until
+
+
 def build_optimizer(cfg: ml_collections.ConfigDict) -> optax.GradientTransformation:
     """One parameter group's optax optimizer from its config section."""
     schedule = learning_rate_schedule(cfg)
@@ -97,28 +126,51 @@ def _state_dict(step, params, opt_state, state) -> dict:
     return {"step": step, "params": params, "opt_state": opt_state, "state": state}
 
 
-def make_init_fn(codec, config: ml_collections.ConfigDict, optimizers: dict | None = None):
-    """The function that builds a fresh train state (params, optimizer states, codec state, step).
+def make_variables_init_fn(codec, config: ml_collections.ConfigDict):
+    """The function that builds a fresh model's `{"params", "state"}` (no optimizer involved).
 
-    Also used with `jax.eval_shape` to know a checkpoint's structure before restoring it."""
-    optimizers = optimizers or {g: build_optimizer(config.optim[g]) for g in codec.param_groups}
+    Needs only the `model`, `data.patch_size` and `train.seed` parts of a config, so inference loading can
+    know a checkpoint's parameter structure without the optimizer sections."""
     size = config.data.patch_size
     example = {"image": np.zeros((1, size, size, 3), np.uint8)}
     seed = config.train.seed
 
     def init():
         variables = codec.init(jax.random.fold_in(jax.random.key(seed), 0), example)
-        params = variables["params"]
-        opt_state = {g: optimizers[g].init(params[g]) for g in codec.param_groups}
-        return _state_dict(jnp.zeros((), jnp.int32), params, opt_state, variables.get("state", {}))
+        return {"params": variables["params"], "state": variables.get("state", {})}
 
     return init
 
 
+def make_init_fn(codec, config: ml_collections.ConfigDict, optimizers: dict | None = None):
+    """The function that builds a fresh train state (params, optimizer states, codec state, step).
+
+    Also used with `jax.eval_shape` to know a checkpoint's structure before restoring it."""
+    optimizers = optimizers or {g: build_optimizer(config.optim[g]) for g in codec.param_groups}
+    init_variables = make_variables_init_fn(codec, config)
+
+    def init():
+        variables = init_variables()
+        params = variables["params"]
+        opt_state = {g: optimizers[g].init(params[g]) for g in codec.param_groups}
+        return _state_dict(jnp.zeros((), jnp.int32), params, opt_state, variables["state"])
+
+    return init
+
+
+def _with_sharding(shapes, sharding):
+    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
+
+
 def abstract_train_state(codec, config: ml_collections.ConfigDict, sharding) -> dict:
     """Shapes, dtypes and the wanted sharding of every leaf of a train state (for orbax restores)."""
-    shapes = jax.eval_shape(make_init_fn(codec, config))
-    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
+    return _with_sharding(jax.eval_shape(make_init_fn(codec, config)), sharding)
+
+
+def abstract_variables(codec, config: ml_collections.ConfigDict, sharding) -> dict:
+    """Shapes, dtypes and sharding of a model's `{"params", "state"}`: the part of a train state that
+    inference restores (`lcomp.models`), built without any optimizer."""
+    return _with_sharding(jax.eval_shape(make_variables_init_fn(codec, config)), sharding)
 
 
 @dataclasses.dataclass
@@ -150,6 +202,7 @@ class Trainer:
         if missing:
             raise ConfigError(f"config.optim has no section for parameter group(s) {missing} of {config.codec}")
         self.optimizers = {g: build_optimizer(config.optim[g]) for g in self.groups}
+        self.windows = {g: training_window(config.optim[g], g) for g in self.groups}
 
         self.mesh = make_mesh(devices)
         self.replicated = NamedSharding(self.mesh, P())
@@ -198,29 +251,97 @@ class Trainer:
     def _step_fn(self, train_state: dict, batch: dict):
         step = train_state["step"]
         rng = jax.random.fold_in(jax.random.fold_in(jax.random.key(self.config.train.seed), 1), step)
+        params, opt_state = train_state["params"], train_state["opt_state"]
 
-        def loss_fn(params):
-            return self.codec.loss(params, train_state["state"], batch, rng, train=True)
-
-        (loss, (metrics, new_codec_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            train_state["params"]
-        )
-        new_params, new_opt_state = {}, {}
-        finite = jnp.isfinite(loss)
-        metrics = dict(metrics)
-        for g in self.groups:
-            # Each group has its own optimizer, learning rate and state, all updated in this one step.
-            updates, new_opt_state[g] = self.optimizers[g].update(
-                grads[g], train_state["opt_state"][g], train_state["params"][g]
+        def forward(params):
+            objective, (metrics, new_codec_state) = self.codec.loss(
+                params, train_state["state"], batch, rng, train=True
             )
-            new_params[g] = optax.apply_updates(train_state["params"][g], updates)
-            grad_norm = optax.tree.norm(grads[g])
+            return self._checked_objective(objective), (dict(metrics), new_codec_state)
+
+        # One forward pass; the backward passes below reuse its residuals.
+        objective, backward, (metrics, new_codec_state) = jax.vjp(forward, params, has_aux=True)
+        if isinstance(objective, dict):
+            gradient = {g: self._own_gradient(backward, objective, g) for g in self.groups}
+            total = sum(objective[g] for g in self.groups)
+            finite = jnp.all(jnp.stack([jnp.isfinite(objective[g]) for g in self.groups]))
+            for g in self.groups:
+                metrics[f"objective/{g}"] = objective[g]
+        else:
+            (grads,) = backward(jnp.ones_like(objective))
+            gradient = {g: (lambda g=g: grads[g]) for g in self.groups}
+            total = objective
+            finite = jnp.isfinite(objective)
+        metrics["loss"] = metrics.get("loss", total)
+        finite &= jnp.isfinite(metrics["loss"])
+
+        new_params, new_opt_state = {}, {}
+        for g in self.groups:
+            # Each group has its own optimizer, learning rate, state and training window, all in this one step.
+            new_params[g], new_opt_state[g], grad_norm = self._update_group(
+                g, step, gradient[g], params[g], opt_state[g]
+            )
             metrics[f"grad_norm/{g}"] = grad_norm
             finite &= jnp.isfinite(grad_norm)
-        metrics["loss"] = loss
         metrics["finite"] = finite
         new_state = _state_dict(step + 1, new_params, new_opt_state, new_codec_state)
         return new_state, metrics
+
+    def _checked_objective(self, objective):
+        """The codec's objective as a scalar array or `{group: scalar}` in group order; a wrong set of
+        groups or a non-scalar is a codec bug, reported while tracing the first step."""
+        name = self.codec.name or type(self.codec).__name__
+        if isinstance(objective, Mapping):
+            missing = [g for g in self.groups if g not in objective]
+            extra = [k for k in objective if k not in self.groups]
+            if missing or extra:
+                raise TrainingError(
+                    f"codec {name!r}: loss returned objectives for {sorted(map(str, objective))}, but its "
+                    f"parameter groups are {list(self.groups)} (one objective per group: missing {missing}, "
+                    f"unexpected {extra}); return one scalar to give every group the same objective"
+                )
+            checked = {g: jnp.asarray(objective[g]) for g in self.groups}
+        else:
+            checked = {"": jnp.asarray(objective)}
+        for g, value in checked.items():
+            if value.shape != ():
+                where = f" for group {g!r}" if g else ""
+                raise TrainingError(f"codec {name!r}: loss returned an objective{where} of shape {value.shape}, "
+                                    "not a scalar")
+        return checked if isinstance(objective, Mapping) else checked[""]
+
+    @staticmethod
+    def _own_gradient(backward, objective: dict, group: str):
+        """A thunk computing d objective[group] / d params[group]: the cotangent is one for the group's
+        objective and zero for the others, and only the group's own component is kept (XLA prunes the
+        other groups' parameter gradients). A thunk, so a frozen group's backward pass is never run."""
+
+        def gradient():
+            cotangent = {g: (jnp.ones_like if g == group else jnp.zeros_like)(v) for g, v in objective.items()}
+            (grads,) = backward(cotangent)
+            return grads[group]
+
+        return gradient
+
+    def _update_group(self, group: str, step, gradient, params, opt_state):
+        """`(params, opt_state, grad_norm)` after this step: updated inside the group's training window,
+        unchanged (bit for bit, grad_norm 0) outside it."""
+
+        def train_group():
+            grads = gradient()
+            updates, new_opt_state = self.optimizers[group].update(grads, opt_state, params)
+            return optax.apply_updates(params, updates), new_opt_state, optax.tree.norm(grads).astype(jnp.float32)
+
+        def keep():
+            return params, opt_state, jnp.zeros((), jnp.float32)
+
+        start, until = self.windows[group]
+        if start == 0 and until == 0:  # always trained: no conditional in the compiled step
+            return train_group()
+        active = step >= start
+        if until:
+            active &= step < until
+        return jax.lax.cond(active, train_group, keep)
 
     def to_global(self, local_batch: dict) -> dict:
         """Assembles each process's slice into one array sharded along the mesh's data axis."""
