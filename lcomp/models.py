@@ -137,9 +137,16 @@ def _load_exported(path: pathlib.Path) -> LoadedModel:
 
 
 def _load_workdir(path: pathlib.Path) -> LoadedModel:
+    """The latest checkpoint's params and codec state, restored without the optimizer states.
+
+    Orbax partial restore reads only the "params" and "state" subtrees, whose structure comes from the codec
+    and the `model` config alone: the optimizer sections are never built, so a workdir loads even when they
+    changed or are absent (or name an optimizer this version no longer has), and the optimizer states (often
+    twice the parameters' size) are not read. Everything lands on this process's first device, whatever mesh
+    the run was trained on."""
     import orbax.checkpoint as ocp
 
-    from lcomp.train import CHECKPOINT_DIR, CONFIG_FILE, abstract_train_state
+    from lcomp.train import CHECKPOINT_DIR, CONFIG_FILE, abstract_variables
 
     config = configs.from_json((path / CONFIG_FILE).read_text())
     registry.import_codec_module(config.get("codec_module", ""))
@@ -148,14 +155,15 @@ def _load_workdir(path: pathlib.Path) -> LoadedModel:
     step = manager.latest_step()
     if step is None:
         raise LcompError(f"{path} has no checkpoint yet (train first, or wait for the first checkpoint)")
-    # Restore onto this process's first device, whatever mesh the run was trained on.
-    target = abstract_train_state(codec, config, jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+    target = abstract_variables(codec, config, jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+    restore = ocp.args.PyTreeRestore(
+        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True
+    )
     try:
-        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
-    except Exception as exc:
+        restored = manager.restore(step, args=ocp.args.Composite(state=restore))["state"]
+    except Exception as exc:  # orbax/tensorstore errors: a damaged checkpoint or another model's
         raise LcompError(f"cannot restore checkpoint {step} from {path}: {exc}") from exc
-    state = restored["state"]
-    variables = {"params": _to_numpy(state["params"]), "state": _to_numpy(state.get("state", {}))}
+    variables = {"params": _to_numpy(restored["params"]), "state": _to_numpy(restored.get("state", {}))}
     return LoadedModel(codec, variables, config, f"{path} (step {step})")
 
 
