@@ -310,8 +310,7 @@ def test_compress_decompress_bit_exact_and_rate_is_file_size(tmp_path):
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)  # odd size: padding and cropping
     compressed = model.codec.compress(model.variables, image)
-    # Interface v2 returns lcomp.interface.Compressed; the toy codec's compress returned the bytes before it.
-    data = getattr(compressed, "data", compressed)
+    data = compressed.data
     decoded = model.codec.decompress(model.variables, data)
     assert decoded.shape == image.shape and decoded.dtype == np.uint8
     np.testing.assert_array_equal(decoded, model.codec.decompress(model.variables, data))
@@ -324,9 +323,7 @@ def test_compress_decompress_bit_exact_and_rate_is_file_size(tmp_path):
     # The reported rate is the file's bits over the image's own pixels (not the padded 40 x 56).
     assert info["bits_per_pixel"] == pytest.approx(8 * path.stat().st_size / (37 * 53), rel=1e-12)
     # The payload is within a few words of the model's estimate.
-    estimate = getattr(compressed, "estimated_bits", None)
-    if estimate is None:
-        estimate = model.codec.estimate_bits(model.variables, image)
+    estimate = compressed.estimated_bits
     payload_bits = 8 * sum(info["part_bytes"].values())
     assert estimate <= payload_bits <= estimate * 1.01 + 64
 
@@ -339,7 +336,7 @@ def test_decompress_refuses_a_file_from_another_model(tmp_path):
     cfg_b = toy_config(num_steps=10, seed=1)
     train.Trainer(cfg_b, tmp_path / "b").fit()
     a, b = models.load_model(tmp_path / "a"), models.load_model(tmp_path / "b")
-    data = a.codec.compress(a.variables, np.zeros((16, 16, 3), np.uint8))
+    data = a.codec.compress(a.variables, np.zeros((16, 16, 3), np.uint8)).data
     with pytest.raises(ModelMismatchError, match="model"):
         b.codec.decompress(b.variables, data)
     with pytest.raises(ModelMismatchError):
