@@ -22,7 +22,7 @@ import pathlib
 import sys
 import time
 
-from lcomp.errors import LcompError
+from lcomp.errors import ConfigError, LcompError
 
 
 def _rate_settings(args) -> dict:
@@ -123,9 +123,15 @@ def cmd_cut(args, overrides) -> int:
     except OSError as exc:
         raise LcompError(f"cannot read {args.input}: {exc.strerror}") from exc
     header = container.unpack(payload).header
-    # The model that wrote the file knows its layout and how many iterations its files may hold.
-    model = models.load_for_file(payload, args.checkpoint)
-    shorter = model.codec.cut_file(payload, args.iterations)
+    if args.checkpoint:  # the model also bounds how many iterations its files may record
+        shorter = models.load_for_file(payload, args.checkpoint).codec.cut_file(payload, args.iterations)
+    else:  # cutting needs only the codec's declared part layout, not its parameters: load no model
+        from lcomp.codecs import registry
+
+        layout = registry.get(header.codec).factory.part_layout
+        if not layout.progressive:
+            raise ConfigError(f"codec {header.codec!r} is not progressive: its files cannot be cut")
+        shorter = layout.cut(payload, args.iterations)
     pathlib.Path(args.output).write_bytes(shorter)
     pixels = header.height * header.width
     print(f"{args.output}: first {args.iterations} iteration(s), {len(shorter)} bytes = "
