@@ -1,4 +1,5 @@
-"""Tests for lcomp.nn: conv-RNN cells against their equations, masked-conv causality, blocks."""
+"""Tests for lcomp.nn: conv-RNN cells against their equations, the im2col convolution, causal masks and
+masked-conv causality, blocks."""
 
 import itertools
 
@@ -22,6 +23,9 @@ from lcomp.nn import (
     raster_mask,
     space_to_depth,
 )
+from lcomp.entropy import masks
+from lcomp.entropy.masks import channel_causal_mask, checkerboard_mask, mask_taps
+from lcomp.nn.im2col import gather_patches, im2col_conv
 
 
 def _conv(x, kernel, stride=1):
@@ -122,6 +126,216 @@ def test_cell_state_helpers_and_odd_sizes():
     lstm = ConvLSTMCell(3)
     c, h = lstm.initial_state(2, 4, 4)
     assert c.shape == h.shape == (2, 4, 4, 3) and not jnp.any(c) and not jnp.any(h)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The im2col convolution
+
+
+_DIMS = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC"), 3: ("NDHWC", "DHWIO", "NDHWC")}
+
+
+def _lax_conv(x, kernel, pads, strides):
+    return lax.conv_general_dilated(
+        x, kernel, strides, pads, dimension_numbers=_DIMS[x.ndim - 2], precision=lax.Precision.HIGHEST
+    )
+
+
+@pytest.mark.parametrize(
+    "x_shape,kernel_size,pads,strides",
+    [
+        ((2, 7, 6, 3), (3, 3), ((1, 1), (1, 1)), (1, 1)),
+        ((2, 9, 8, 2), (4, 3), ((1, 0), (2, 1)), (2, 2)),
+        ((1, 10, 7, 3), (3, 5), ((0, 0), (2, 2)), (3, 1)),
+        ((2, 5, 6, 7, 2), (2, 3, 3), ((1, 0), (1, 1), (1, 1)), (1, 1, 1)),
+        ((1, 6, 7, 8, 2), (3, 3, 2), ((2, 0), (0, 1), (1, 0)), (1, 2, 3)),
+        ((3, 11, 2), (3,), ((2, 0),), (2,)),
+    ],
+)
+def test_im2col_conv_equals_lax_conv(x_shape, kernel_size, pads, strides):
+    x = jax.random.normal(jax.random.key(0), x_shape)
+    kernel = jax.random.normal(jax.random.key(1), (*kernel_size, x_shape[-1], 4))
+    want = _lax_conv(x, kernel, pads, strides)
+    got = im2col_conv(x, kernel, pads, strides=strides, precision=lax.Precision.HIGHEST)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-5)
+    # Gradients too: both are plain JAX (pads, slices, a matmul).
+    g = jax.random.normal(jax.random.key(2), want.shape)
+    grads = jax.vjp(lambda a, b: im2col_conv(a, b, pads, strides=strides), x, kernel)[1](g)
+    grads_ref = jax.vjp(lambda a, b: _lax_conv(a, b, pads, strides), x, kernel)[1](g)
+    for a, b in zip(grads, grads_ref):
+        np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-5)
+    # A random subset of taps equals the convolution with the kernel masked to them.
+    mask = np.random.default_rng(len(x_shape)).random(kernel_size) < 0.5
+    mask.flat[0] = True
+    taps = mask_taps(mask)
+    masked = kernel * jnp.asarray(mask, kernel.dtype)[..., None, None]
+    np.testing.assert_allclose(
+        im2col_conv(x, kernel, pads, strides=strides, taps=taps), _lax_conv(x, masked, pads, strides), atol=1e-4
+    )
+    # The order of the taps does not matter (columns and kernel rows are gathered alike).
+    np.testing.assert_allclose(
+        im2col_conv(x, kernel, pads, strides=strides, taps=taps[::-1]), _lax_conv(x, masked, pads, strides), atol=1e-4
+    )
+
+
+@pytest.mark.parametrize("traced", [False, True])
+def test_im2col_conv_pad_value(traced):
+    """Padding with a constant (Mentzer pads with centers[0]), as a compile-time number or a learned array."""
+    x = jax.random.normal(jax.random.key(0), (2, 4, 5, 6, 2))
+    kernel = jax.random.normal(jax.random.key(1), (2, 3, 3, 2, 3))
+    pads = ((1, 0), (1, 1), (2, 1))
+    value = -1.75
+    padded = jnp.pad(x, ((0, 0), *pads, (0, 0)), constant_values=value)
+    want = _lax_conv(padded, kernel, ((0, 0),) * 3, (1, 1, 1))
+    pad_value = jnp.float32(value) if traced else value
+    got = im2col_conv(x, kernel, pads, pad_value=pad_value, precision=lax.Precision.HIGHEST)
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    taps = mask_taps(channel_causal_mask())
+    got = im2col_conv(x, kernel, pads, taps=taps, pad_value=pad_value)
+    masked = kernel * jnp.asarray(channel_causal_mask())[..., None, None]
+    np.testing.assert_allclose(got, _lax_conv(padded, masked, ((0, 0),) * 3, (1, 1, 1)), atol=1e-4)
+    if traced:  # the padding constant gets its gradient: d/dv of sum(conv) = sum of kernel weights on pads
+        grad = jax.grad(lambda v: jnp.sum(im2col_conv(x, kernel, pads, pad_value=v)))(jnp.float32(value))
+        ones = jnp.pad(jnp.zeros_like(x), ((0, 0), *pads, (0, 0)), constant_values=1.0)
+        expected = jnp.sum(_lax_conv(ones, kernel, ((0, 0),) * 3, (1, 1, 1)))
+        np.testing.assert_allclose(grad, expected, rtol=1e-4)
+
+
+def test_im2col_conv_is_exact_on_integer_grids():
+    """Integer-valued operands whose sums stay far below 2^24: HIGHEST precision gives the exact integers."""
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.integers(-8, 9, (2, 9, 8, 16)), jnp.float32)
+    kernel = jnp.asarray(rng.integers(-127, 128, (3, 3, 16, 8)), jnp.float32)
+    pads = ((1, 1), (1, 1))
+    got = np.asarray(jax.jit(lambda a, b: im2col_conv(a, b, pads, precision=lax.Precision.HIGHEST))(x, kernel))
+    xp = np.pad(np.asarray(x, np.int64), ((0, 0), (1, 1), (1, 1), (0, 0)))
+    k = np.asarray(kernel, np.int64)
+    want = sum(
+        np.einsum("nhwc,co->nhwo", xp[:, i : i + 9, j : j + 8], k[i, j]) for i in range(3) for j in range(3)
+    )
+    np.testing.assert_array_equal(got, want)
+
+
+def test_gather_patches_layout():
+    x = jnp.arange(2 * 4 * 5 * 3, dtype=jnp.float32).reshape(2, 4, 5, 3)
+    taps = ((0, 1), (1, 0), (2, 2))
+    patches = gather_patches(x, (3, 3), ((1, 1), (1, 1)), taps=taps, pad_value=-1.0)
+    assert patches.shape == (2, 4, 5, 9)
+    xp = np.pad(np.asarray(x), ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-1.0)
+    for t, (a, b) in enumerate(taps):  # column t * C_in + c = channel c at taps[t]
+        np.testing.assert_array_equal(patches[..., 3 * t : 3 * t + 3], xp[:, a : a + 4, b : b + 5])
+
+
+def test_im2col_conv_checks_its_arguments():
+    x, kernel = jnp.ones((1, 5, 5, 2)), jnp.ones((3, 3, 2, 4))
+    pads = ((1, 1), (1, 1))
+    for kwargs in (
+        dict(pads=((1, 1),)),  # one pair for two axes
+        dict(pads=((1, -1), (1, 1))),
+        dict(pads=pads, strides=(1,)),
+        dict(pads=pads, strides=(0, 1)),
+        dict(pads=pads, taps=()),  # reads nothing
+        dict(pads=pads, taps=((3, 0),)),  # outside the kernel
+        dict(pads=pads, taps=((0, 0, 0),)),
+        dict(pads=pads, pad_value=jnp.ones(2)),
+    ):
+        with pytest.raises(ValueError):
+            im2col_conv(x, kernel, **kwargs)
+    with pytest.raises(ValueError):
+        im2col_conv(x, jnp.ones((3, 3, 3, 4)), pads)  # channel mismatch
+    with pytest.raises(ValueError):
+        im2col_conv(x, jnp.ones((7, 7, 2, 4)), ((0, 0), (0, 0)))  # kernel larger than the input
+
+
+# ----------------------------------------------------------------------------------------------------
+# Causal masks (lcomp.entropy.masks)
+
+
+def test_channel_causal_masks_match_mentzer_spec():
+    """(2, 3, 3): the previous-channel slice fully visible; in the current slice the row above and the tap
+    left of the centre (plus the centre for B)."""
+    previous = [(0, i, j) for i in range(3) for j in range(3)]
+    current_a = [(1, 0, 0), (1, 0, 1), (1, 0, 2), (1, 1, 0)]
+    assert mask_taps(channel_causal_mask((2, 3, 3), include_centre=False)) == tuple(previous + current_a)
+    assert mask_taps(channel_causal_mask((2, 3, 3), include_centre=True)) == tuple(previous + current_a + [(1, 1, 1)])
+    assert channel_causal_mask().sum() == 13 and channel_causal_mask(include_centre=True).sum() == 14
+    np.testing.assert_array_equal(MaskedConv3D(1, mask_type="A").mask(), channel_causal_mask())
+    np.testing.assert_array_equal(MaskedConv3D(1, mask_type="B").mask(), channel_causal_mask(include_centre=True))
+    # Deeper kernels: every earlier slice visible.
+    deep = channel_causal_mask((3, 5, 5))
+    assert deep[:2].all() and deep[2].sum() == 12 and deep.dtype == np.float32
+    with pytest.raises(ValueError):
+        channel_causal_mask((3, 3))
+
+
+def test_raster_and_checkerboard_tap_sets():
+    assert mask_taps(raster_mask((3, 3), (1, 1), include_centre=False)) == ((0, 0), (0, 1), (0, 2), (1, 0))
+    assert mask_taps(raster_mask((3, 3), (1, 1), include_centre=True)) == ((0, 0), (0, 1), (0, 2), (1, 0), (1, 1))
+    assert mask_taps(raster_mask((1, 3), (0, 1), include_centre=False)) == ((0, 0),)
+    assert mask_taps(checkerboard_mask((3, 3))) == ((0, 1), (1, 0), (1, 2), (2, 1))  # the 4 edge-neighbours
+    board = checkerboard_mask((5, 5))
+    assert board.sum() == 12 and board[2, 2] == 0 and board[0, 1] == 1 and board[1, 1] == 0
+    assert checkerboard_mask((3, 3, 3)).sum() == 14  # any number of axes: odd offset sum (6 + 8 taps)
+    with pytest.raises(ValueError):
+        checkerboard_mask((2, 3))
+    with pytest.raises(ValueError):
+        raster_mask((3, 3), (3, 1), include_centre=True)
+    np.testing.assert_array_equal(mask_taps(np.array([[0, 2], [1, 0]])), ((0, 1), (1, 0)))  # row-major
+    assert raster_mask is masks.raster_mask  # lcomp.nn re-exports the one implementation
+
+
+def _causal_stack(x, kernels, masks_, pads):
+    """Mask A then mask B layers (ReLU between), as a context model stacks them."""
+    for i, (kernel, mask) in enumerate(zip(kernels, masks_)):
+        x = im2col_conv(x, kernel, pads, taps=mask_taps(mask), precision=lax.Precision.HIGHEST)
+        if i < len(kernels) - 1:
+            x = jax.nn.relu(x) + 0.1 * x
+    return x
+
+
+@pytest.mark.parametrize(
+    "spatial,kernel_size,make_mask,centre",
+    [
+        ((5, 6), (3, 3), lambda b: raster_mask((3, 3), (1, 1), b), (1, 1)),
+        ((4, 5), (5, 5), lambda b: raster_mask((5, 5), (2, 2), b), (2, 2)),
+        ((3, 4, 4), (2, 3, 3), lambda b: channel_causal_mask((2, 3, 3), b), (1, 1, 1)),
+    ],
+)
+def test_causality_by_perturbation(spatial, kernel_size, make_mask, centre):
+    """Changing the input at one position never changes outputs at that position or raster-earlier ones."""
+    pads = tuple((c, k - 1 - c) for c, k in zip(centre, kernel_size))  # output position aligned with input
+    rng = np.random.default_rng(0)
+    kernels = [jnp.asarray(rng.normal(size=(*kernel_size, 2, 3)), jnp.float32)]
+    kernels += [jnp.asarray(rng.normal(size=(*kernel_size, 3, 3)), jnp.float32)] * 2
+    layer_masks = [make_mask(False), make_mask(True), make_mask(True)]
+    fn = jax.jit(lambda v: _causal_stack(v, kernels, layer_masks, pads))
+    x = jnp.asarray(rng.normal(size=(1, *spatial, 2)), jnp.float32)
+    base = np.asarray(fn(x))
+    positions = list(itertools.product(*map(range, spatial)))
+    for p in positions:
+        changed = np.asarray(fn(x.at[(0, *p)].add(3.0)))
+        differs = np.any(changed != base, axis=(0, -1))
+        for q in positions:
+            if q <= p:  # q precedes p in raster order, or is p itself (mask A first layer)
+                assert not differs[q], (p, q)
+        next_position = positions.index(p) + 1
+        if next_position < len(positions) and positions[next_position][:-1] == p[:-1]:
+            assert differs[positions[next_position]], p  # the right neighbour reads p (the mask is not empty)
+
+
+def test_checkerboard_reads_only_the_other_colour():
+    rng = np.random.default_rng(1)
+    kernel = jnp.asarray(rng.normal(size=(3, 3, 2, 2)), jnp.float32)
+    taps = mask_taps(checkerboard_mask((3, 3)))
+    fn = jax.jit(lambda v: im2col_conv(v, kernel, ((1, 1), (1, 1)), taps=taps))
+    x = jnp.asarray(rng.normal(size=(1, 5, 6, 2)), jnp.float32)
+    base = np.asarray(fn(x))
+    colour = np.add.outer(np.arange(5), np.arange(6)) % 2
+    for a, b in itertools.product(range(5), range(6)):
+        differs = np.any(np.asarray(fn(x.at[0, a, b].add(1.0))) != base, axis=(0, -1))
+        assert not np.any(differs & (colour == colour[a, b]))  # nothing of its own colour
+        assert np.any(differs)
 
 
 # ----------------------------------------------------------------------------------------------------

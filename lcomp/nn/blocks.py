@@ -5,7 +5,8 @@ sub-pixel upsampling.
 exist because XLA:CPU's native convolution has pathological cases exactly where the recurrent coder
 trains: on 32x32 patches the innermost layers work on 2x2 maps, where a 3x3 convolution (512 -> 1536
 channels, batch 32) takes ~0.6 s forward, and the input gradient of a stride-2 convolution onto a 4x4 map
-~0.9 s, instead of ~5 ms. An explicit im2col + matmul has no such cases. ``conv2d`` therefore
+~0.9 s, instead of ~5 ms. An explicit im2col + matmul (:func:`lcomp.nn.im2col.im2col_conv`, the one
+im2col convolution of the package) has no such cases. ``conv2d`` therefore
 
 * uses im2col + matmul in the forward pass for small outputs (<= ``IM2COL_MAX_OUTPUT_AREA`` positions)
   and XLA's native convolution otherwise (slightly faster on large maps, e.g. full-image decoding);
@@ -40,6 +41,8 @@ import jax.numpy as jnp
 import flax.linen as nn
 from jax import lax
 
+from lcomp.nn.im2col import im2col_conv, resolve_padding
+
 Array = jax.Array
 
 __all__ = [
@@ -57,43 +60,6 @@ IM2COL_MAX_OUTPUT_AREA = 64  # forward im2col when out_h * out_w <= this (measur
 Padding = str | Sequence[tuple[int, int]]
 
 
-def _explicit_padding(padding: Padding, size: tuple[int, int], kernel: tuple[int, int], strides: tuple[int, int]):
-    """'SAME' (TensorFlow rule: extra padding at the bottom/right), 'VALID' or explicit pairs -> pairs."""
-    if isinstance(padding, str):
-        if padding == "VALID":
-            return ((0, 0), (0, 0))
-        if padding != "SAME":
-            raise ValueError(f"padding must be 'SAME', 'VALID' or ((top, bottom), (left, right)), got {padding!r}")
-        pads = []
-        for n, k, s in zip(size, kernel, strides):
-            out = -(-n // s)
-            total = max((out - 1) * s + k - n, 0)
-            pads.append((total // 2, total - total // 2))
-        return tuple(pads)
-    pads = tuple((int(a), int(b)) for a, b in padding)
-    if len(pads) != 2:
-        raise ValueError(f"explicit padding needs two (before, after) pairs, got {padding!r}")
-    return pads
-
-
-def _conv_im2col(x: Array, kernel: Array, strides: tuple[int, int], pads) -> Array:
-    """Convolution as one matmul over explicitly gathered patches (taps ordered like the kernel's HW)."""
-    kh, kw, cin, cout = kernel.shape
-    n, h, w, _ = x.shape
-    sh, sw = strides
-    xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
-    out_h = (h + sum(pads[0]) - kh) // sh + 1
-    out_w = (w + sum(pads[1]) - kw) // sw + 1
-    taps = [
-        xp[:, i:i + (out_h - 1) * sh + 1:sh, j:j + (out_w - 1) * sw + 1:sw, :]
-        for i in range(kh)
-        for j in range(kw)
-    ]
-    patches = taps[0] if len(taps) == 1 else jnp.concatenate(taps, axis=-1)
-    y = jnp.dot(patches.reshape(-1, kh * kw * cin), kernel.reshape(kh * kw * cin, cout))
-    return y.reshape(n, out_h, out_w, cout)
-
-
 def _conv_native(x: Array, kernel: Array, strides: tuple[int, int], pads) -> Array:
     return lax.conv_general_dilated(x, kernel, strides, pads, dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
@@ -102,7 +68,7 @@ def _conv_native(x: Array, kernel: Array, strides: tuple[int, int], pads) -> Arr
 def _conv_with_im2col_gradient(x, kernel, strides, pads, native_forward: bool):
     if native_forward:
         return _conv_native(x, kernel, strides, pads)
-    return _conv_im2col(x, kernel, strides, pads)
+    return im2col_conv(x, kernel, pads, strides=strides)
 
 
 def _conv_fwd(x, kernel, strides, pads, native_forward):
@@ -111,7 +77,7 @@ def _conv_fwd(x, kernel, strides, pads, native_forward):
 
 def _conv_bwd(strides, pads, native_forward, residuals, g):
     x, kernel = residuals
-    _, vjp = jax.vjp(lambda a, b: _conv_im2col(a, b, strides, pads), x, kernel)
+    _, vjp = jax.vjp(lambda a, b: im2col_conv(a, b, pads, strides=strides), x, kernel)
     return vjp(g)
 
 
@@ -143,7 +109,7 @@ def conv2d(
         raise ValueError(f"method must be 'auto', 'native' or 'im2col', got {method!r}")
     strides = (strides, strides) if isinstance(strides, int) else tuple(int(s) for s in strides)
     kh, kw = kernel.shape[:2]
-    pads = _explicit_padding(padding, x.shape[1:3], (kh, kw), strides)
+    pads = resolve_padding(padding, x.shape[1:3], (kh, kw), strides)
     if method == "auto":
         # Decided at trace time from the default backend (where the jitted computation will run).
         method = "cpu" if jax.default_backend() == "cpu" else "native"
@@ -158,7 +124,7 @@ def _conv2d_jit(x: Array, kernel: Array, strides: tuple[int, int], pads, method:
         return _conv_native(x, kernel, strides, pads)
     kh, kw = kernel.shape[:2]
     if (kh, kw) == (1, 1) and strides == (1, 1) and pads == ((0, 0), (0, 0)):
-        return _conv_im2col(x, kernel, strides, pads)  # a plain matmul; autodiff is already optimal
+        return im2col_conv(x, kernel, pads, strides=strides)  # a plain matmul; autodiff is already optimal
     out_h = (x.shape[1] + sum(pads[0]) - kh) // strides[0] + 1
     out_w = (x.shape[2] + sum(pads[1]) - kw) // strides[1] + 1
     native_forward = method == "cpu" and out_h * out_w > IM2COL_MAX_OUTPUT_AREA

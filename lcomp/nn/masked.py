@@ -1,15 +1,20 @@
-"""Causal (masked) convolutions for context models.
+"""Causal (masked) float convolutions for context models: training twins and experiments only.
+
+These layers are never for coding. Float convolutions do not give identical sums across XLA thread counts,
+CPUs or accelerators, so probabilities computed with them at the encoder and the decoder can differ and the
+range decoder desynchronises. Anything that feeds a range coder uses the exact integer networks of
+``lcomp.entropy``; these layers serve as their float training twins and for experiments.
 
 A context model predicts a symbol from symbols the decoder already has. With a masked convolution the
 whole map is processed in one call during training (teacher forcing), while the kernel only ever
 reads "earlier" positions. The mask is a constant applied to the kernel inside the forward pass, so
 masked weights receive zero gradient and never change; the stored kernel keeps its full shape.
 
-Implementation: the convolution gathers only the UNMASKED taps (im2col) and contracts them with the
-matching kernel rows in one matmul. That equals convolving with ``kernel * mask`` (masked taps are never
-read), skips the ~half of the multiply-adds a raster mask zeroes, and on XLA:CPU is 2-4x faster than the
-native 3D convolution forward and backward. The gathered patches take ``taps x C_in`` values per output
-position (transiently, during the call).
+Implementation: :func:`lcomp.nn.im2col.im2col_conv` gathers only the UNMASKED taps
+(``lcomp.entropy.masks.mask_taps``) and contracts them with the matching kernel rows in one matmul. That
+equals convolving with ``kernel * mask`` (masked taps are never read), skips the ~half of the multiply-adds
+a raster mask zeroes, and on XLA:CPU is 2-4x faster than the native 3D convolution forward and backward.
+The gathered patches take ``taps x C_in`` values per output position (transiently, during the call).
 
 Order of positions ("raster order"):
 
@@ -23,11 +28,12 @@ Order of positions ("raster order"):
   ``(kd - 1, kh // 2, kw // 2)``. Earlier slices are fully visible; inside the current slice the 2D
   raster rule applies. Flattened in (d, h, w) order this is "keep taps with index < centre" (A) or
   "<= centre" (B).
+
+The masks themselves live in :mod:`lcomp.entropy.masks` (``raster_mask`` is re-exported here).
 """
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable, Sequence
 
 import jax
@@ -35,56 +41,12 @@ import jax.numpy as jnp
 import numpy as np
 import flax.linen as nn
 
-from lcomp.nn.blocks import _explicit_padding
+from lcomp.entropy.masks import channel_causal_mask, mask_taps, raster_mask
+from lcomp.nn.im2col import im2col_conv, resolve_padding
 
 Array = jax.Array
 
 __all__ = ["raster_mask", "MaskedConv2D", "MaskedConv3D"]
-
-
-def raster_mask(kernel_size: Sequence[int], centre: Sequence[int], include_centre: bool) -> np.ndarray:
-    """A 0/1 mask over a kernel keeping every tap that precedes ``centre`` in row-major order.
-
-    Args:
-      kernel_size: spatial kernel shape, any number of axes (2 for images, 3 for volumes).
-      centre: the tap aligned with the output position.
-      include_centre: keep the centre tap too (mask 'B') or not (mask 'A').
-
-    Returns:
-      float32 array of shape ``kernel_size``.
-    """
-    kernel_size = tuple(int(k) for k in kernel_size)
-    centre = tuple(int(c) for c in centre)
-    if len(centre) != len(kernel_size) or any(not 0 <= c < k for c, k in zip(centre, kernel_size)):
-        raise ValueError(f"centre {centre} is not a tap of a kernel of shape {kernel_size}")
-    flat_centre = np.ravel_multi_index(centre, kernel_size)
-    flat = np.arange(int(np.prod(kernel_size)))
-    keep = flat <= flat_centre if include_centre else flat < flat_centre
-    return keep.reshape(kernel_size).astype(np.float32)
-
-
-@functools.partial(jax.jit, static_argnums=(2, 3))
-def _masked_conv(x: Array, kernel: Array, taps: tuple[tuple[int, ...], ...], pads) -> Array:
-    """Stride-1 N-D convolution (channels last) reading only the kernel taps listed in ``taps``.
-
-    ``x``: ``(N, *spatial, C_in)``; ``kernel``: ``(*kernel_size, C_in, C_out)``; ``pads``: one
-    ``(before, after)`` pair per spatial axis.
-    """
-    kernel_size = kernel.shape[:-2]
-    c_in, c_out = kernel.shape[-2:]
-    x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
-    out = [size - k + 1 for size, k in zip(x.shape[1:-1], kernel_size)]
-    columns = [
-        x[(slice(None),) + tuple(slice(t, t + o) for t, o in zip(tap, out)) + (slice(None),)] for tap in taps
-    ]
-    patches = columns[0] if len(columns) == 1 else jnp.concatenate(columns, axis=-1)
-    rows = kernel[tuple(np.asarray(taps).T)]  # (taps, C_in, C_out), in the order of ``columns``
-    y = jnp.dot(patches.reshape(-1, len(taps) * c_in), rows.reshape(len(taps) * c_in, c_out))
-    return y.reshape(x.shape[0], *out, c_out)
-
-
-def _taps(mask: np.ndarray) -> tuple[tuple[int, ...], ...]:
-    return tuple(tuple(int(i) for i in t) for t in zip(*np.nonzero(mask)))
 
 
 def _check_mask_type(mask_type: str) -> bool:
@@ -119,8 +81,8 @@ class MaskedConv2D(nn.Module):
     def __call__(self, x: Array) -> Array:
         kh, kw = self.kernel_size
         kernel = self.param("kernel", self.kernel_init, (kh, kw, x.shape[-1], self.features), self.param_dtype)
-        pads = _explicit_padding(self.padding, x.shape[1:3], (kh, kw), (1, 1))
-        y = _masked_conv(x.astype(self.dtype), kernel.astype(self.dtype), _taps(self.mask()), pads)
+        pads = resolve_padding(self.padding, x.shape[1:3], (kh, kw))
+        y = im2col_conv(x.astype(self.dtype), kernel.astype(self.dtype), pads, taps=mask_taps(self.mask()))
         if self.use_bias:
             y = y + self.param("bias", self.bias_init, (self.features,), self.param_dtype).astype(self.dtype)
         return y
@@ -152,7 +114,7 @@ class MaskedConv3D(nn.Module):
     def mask(self) -> np.ndarray:
         """The constant ``(kd, kh, kw)`` mask (centre in the LAST depth slice)."""
         kd, kh, kw = self.kernel_size
-        return raster_mask((kd, kh, kw), (kd - 1, kh // 2, kw // 2), _check_mask_type(self.mask_type))
+        return channel_causal_mask((kd, kh, kw), _check_mask_type(self.mask_type))
 
     def _padding(self) -> tuple[tuple[int, int], ...]:
         kd, kh, kw = self.kernel_size
@@ -173,7 +135,8 @@ class MaskedConv3D(nn.Module):
         kernel = self.param(
             "kernel", self.kernel_init, (kd, kh, kw, x.shape[-1], self.features), self.param_dtype
         )
-        y = _masked_conv(x.astype(self.dtype), kernel.astype(self.dtype), _taps(self.mask()), self._padding())
+        taps = mask_taps(self.mask())
+        y = im2col_conv(x.astype(self.dtype), kernel.astype(self.dtype), self._padding(), taps=taps)
         if self.use_bias:
             y = y + self.param("bias", self.bias_init, (self.features,), self.param_dtype).astype(self.dtype)
         return y
