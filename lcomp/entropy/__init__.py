@@ -16,7 +16,9 @@ from lcomp.entropy.frequencies import (
     code_length_bits,
     quantize_pmf,
 )
+from lcomp.entropy.masks import channel_causal_mask, checkerboard_mask, mask_taps, raster_mask
 from lcomp.entropy.range_coding import CODER_PRECISION, SymbolDecoder, SymbolEncoder
+from lcomp.entropy.side_info import decode_integer_map, encode_integer_map, mask_from_counts
 
 __all__ = [
     "CODER_PRECISION",
@@ -26,6 +28,13 @@ __all__ = [
     "SymbolDecoder",
     "SymbolEncoder",
     "binary_pmf",
+    "channel_causal_mask",
+    "checkerboard_mask",
     "code_length_bits",
+    "decode_integer_map",
+    "encode_integer_map",
+    "mask_from_counts",
+    "mask_taps",
     "quantize_pmf",
+    "raster_mask",
 ]

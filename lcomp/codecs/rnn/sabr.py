@@ -18,8 +18,10 @@ lcomp's procedure (J18's exact one is unpublished; every choice below is a setti
    target are not raised.
 4. The decoder's output is `compose(reconstructions, counts)`: each block from iteration counts[block].
 
-The count map is coded with an adaptive model whose context is the count of the block above (integer
-frequency tables updated identically at both ends, so no floating point is involved).
+The count map is side information, coded by `lcomp.entropy.encode_integer_map` as `counts - 1` with
+`levels = T` (an adaptive model whose context is the count of the block above; integer tables updated
+identically at both ends, so no floating point is involved), and expanded to the bits' mask by
+`lcomp.entropy.mask_from_counts`.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import Callable
 import numpy as np
 
 from lcomp import entropy
-from lcomp.errors import BitstreamError, ConfigError
+from lcomp.errors import ConfigError
 
 METRICS = ("psnr", "ssim")
 #: A block that cannot reach the target stops at the first iteration within this of its best quality.
@@ -105,9 +107,7 @@ def first_reaching(quality: np.ndarray, target: float, min_iterations: int = 1, 
 
 def bit_mask(counts: np.ndarray, iterations: int, block: int, downsampling: int) -> np.ndarray:
     """(T, h, w) mask of the code positions that send bits: position in block b sends while t < counts[b]."""
-    per_block = np.arange(iterations)[:, None, None] < counts[None]  # (T, H/b, W/b)
-    factor = block // downsampling
-    return np.repeat(np.repeat(per_block, factor, axis=1), factor, axis=2).astype(np.float32)
+    return entropy.mask_from_counts(counts, iterations, block // downsampling).astype(np.float32)
 
 
 def compose(reconstructions: np.ndarray, counts: np.ndarray, block: int) -> np.ndarray:
@@ -163,47 +163,14 @@ def allocate(
 
 # --- the count map on the wire --------------------------------------------------------------------------------
 
-_INCREMENT = 24  # how fast the adaptive tables learn; integers only, identical at both ends
-
-
-def _code_count_map(counts_shape, iterations, step):
-    """Runs the adaptive model over the blocks in raster order; `step(probs, index)` codes one count."""
-    rows, cols = counts_shape
-    tables = np.ones((iterations + 1, iterations), np.int64)  # context: count above (0 = top row)
-    out = np.zeros(counts_shape, np.int32)
-    for i in range(rows):
-        for j in range(cols):
-            context = out[i - 1, j] if i > 0 else 0
-            value = step(tables[context].astype(np.float64)[None], (i, j))
-            out[i, j] = value
-            tables[context, value - 1] += _INCREMENT
-    return out
-
-
 def encode_count_map(counts: np.ndarray, iterations: int) -> bytes:
-    """Codes a count map (values 1..T) with the adaptive model; returns the range-coded bytes."""
+    """Codes a count map (values 1..T) as side information; returns the range-coded bytes."""
+    counts = np.asarray(counts)
     if counts.min() < 1 or counts.max() > iterations:
         raise ConfigError(f"SABR counts must lie in 1..{iterations}")
-    encoder = entropy.SymbolEncoder()
-
-    def step(probs, index):
-        value = int(counts[index])
-        encoder.encode(np.array([value - 1], np.int32), probs)
-        return value
-
-    _code_count_map(counts.shape, iterations, step)
-    return encoder.to_bytes()
+    return entropy.encode_integer_map(counts - 1, iterations)
 
 
 def decode_count_map(data: bytes, shape: tuple[int, int], iterations: int) -> np.ndarray:
     """Inverse of `encode_count_map`; a damaged stream raises BitstreamError."""
-    decoder = entropy.SymbolDecoder(data)
-
-    def step(probs, index):
-        return int(decoder.decode(probs)[0]) + 1
-
-    counts = _code_count_map(shape, iterations, step)
-    decoder.finish()
-    if counts.min() < 1:
-        raise BitstreamError("SABR count map holds an invalid count")
-    return counts
+    return entropy.decode_integer_map(data, shape, iterations) + 1
