@@ -11,6 +11,8 @@ so it runs in a minute on one core) and for one training batch, per iteration t 
   the expected fraction of bits whose stochastic training value differs from sign(u), mean (1 - |u|) / 2
   (0.5 = every bit a coin flip);
 * the RMS of the encoder's input (the residual r_{t-1}, in 8-bit units);
+* open loop: how many dB the final (T-iteration) PSNR loses when only iteration t's bits are set to 0 (the
+  neutral value) before decoding: ~0 means the decoder ignores that iteration's bits;
 * on the training batch: the weight the training loss gives iteration t (the mean SSIM weight
   (1 - SSIM) / S_bar when the loss is SSIM-weighted, 1 for plain L1) and the norm of the gradient of
   iteration t's loss term with respect to the autoencoder's parameters (how much iteration t trains).
@@ -87,6 +89,13 @@ def image_stats(net, params, image, key):
     psnr = [float(metrics.psnr(image, to_u8(r[0]))) for r in rec_det]
     psnr_train = [float(metrics.psnr(image, to_u8(r[0]))) for r in rec_tr]
     a = np.abs(np.asarray(u_tr)).reshape(len(psnr), -1)
+    # Open loop: how much does the final image rely on iteration t's bits?  Zero them, decode all T.
+    bits = jnp.where(u_det >= 0, 1.0, -1.0)
+    decode_last = jax.jit(lambda p, b: net.decode_iterations(p, b)[-1])
+    drop = []
+    for t in range(len(psnr)):
+        zeroed = bits.at[t].set(0.0)
+        drop.append(psnr[-1] - float(metrics.psnr(image, to_u8(decode_last(params, zeroed)[0]))))
     return {
         "psnr": psnr,
         "psnr_train_mode": psnr_train,
@@ -95,6 +104,7 @@ def image_stats(net, params, image, key):
         "frac_abs_u_lt_0.3": (a < 0.3).mean(1).tolist(),
         "expected_flip_fraction": ((1 - a) / 2).mean(1).tolist(),
         "encoder_input_rms": np.asarray(rms).tolist(),
+        "psnr_drop_if_zeroed": drop,
     }
 
 
@@ -167,14 +177,15 @@ def markdown(result) -> str:
         + ", ".join(result["images"]) + ".",
         "",
         "| t | PSNR (dB) | gain | PSNR, train-mode bits | mean abs(u) | abs(u)<0.1 | abs(u)<0.3 | expected flips | "
-        "encoder input RMS | loss weight | L1 (8-bit) | grad norm |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "encoder input RMS | PSNR@T drop if bits of t zeroed | loss weight | L1 (8-bit) | grad norm |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for t in range(T):
         gain = m["psnr"][t] - (m["psnr"][t - 1] if t else 0.0)
         row = [str(t + 1), f"{m['psnr'][t]:.2f}", f"{gain:+.2f}" if t else "", f"{m['psnr_train_mode'][t]:.2f}",
                f"{m['mean_abs_u'][t]:.3f}", f"{m['frac_abs_u_lt_0.1'][t]:.3f}", f"{m['frac_abs_u_lt_0.3'][t]:.3f}",
-               f"{m['expected_flip_fraction'][t]:.3f}", f"{m['encoder_input_rms'][t]:.2f}"]
+               f"{m['expected_flip_fraction'][t]:.3f}", f"{m['encoder_input_rms'][t]:.2f}",
+               f"{m['psnr_drop_if_zeroed'][t]:.3f}" if "psnr_drop_if_zeroed" in m else ""]
         if tb:
             row += [f"{tb['loss_weight'][t]:.3f}", f"{tb['l1_255'][t]:.2f}", f"{tb['grad_norm'][t]:.4f}"]
         else:
