@@ -235,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train a codec from a config (resumes from the workdir)")
-    p.add_argument("--config", required=True, help="NAME[:variant] from experiments/configs, or FILE.py[:variant]")
+    p.add_argument("--config", required=True, help="NAME[:variant] of a config shipped with lcomp (experiments/configs/ in the repository), or FILE.py[:variant]")
     p.add_argument("--workdir", required=True, help="checkpoints, metrics and config.json go here")
     p.add_argument("--steps", type=int, help="shortcut for --config.train.num_steps")
     p.set_defaults(func=cmd_train)
