@@ -50,6 +50,7 @@ from lcomp.codecs.mentzer2018.network import Decoder, Encoder, NetworkConfig, to
 from lcomp.codecs.registry import register
 from lcomp.data import crop, pad_to_multiple
 from lcomp.entropy import schedules
+from lcomp.entropy.range_coding import SymbolEncoder
 from lcomp.entropy.side_info import decode_integer_map, encode_integer_map, mask_from_counts
 from lcomp.errors import BitstreamError, ConfigError
 from lcomp.fingerprint import fingerprint
@@ -238,7 +239,10 @@ class Mentzer2018(Codec):
         def dense(symbols):
             full = np.where(sent, symbols, zero).astype(np.int32)
             index = np.asarray(self._dense_index(cm, jnp.asarray(ae["centers"]), jnp.asarray(full)[None]))[0]
-            return self.context.frequencies(index.reshape(-1, self.L)).reshape(*full.shape, self.L)
+            # Tables only where a symbol is sent (the walker never looks up the others).
+            freqs = np.zeros((*full.shape, self.L), np.uint32)
+            freqs[sent] = self.context.frequencies(index[sent])
+            return freqs
 
         return dense
 
@@ -321,8 +325,28 @@ class Mentzer2018(Codec):
                 raise BitstreamError("this model (no importance map) writes no mask part")
             counts = np.full((h, w), self.K, np.int32)
         sent = mask_from_counts(counts, self.K)
-        symbols = schedules.decode(self.schedule(sent.shape), {"symbols": box.part("symbols")},
-                                   self.wavefront_tables(variables, sent), sent=sent, precision=FREQUENCY_PRECISION)
+        stream = box.part("symbols")
+        tables = self.wavefront_tables(variables, sent)
+        used = []
+
+        def recording(symbols, coding_pass, where):
+            freqs = tables(symbols, coding_pass, where)
+            used.append((where, freqs))
+            return freqs
+
+        symbols = schedules.decode(self.schedule(sent.shape), {"symbols": stream}, recording, sent=sent,
+                                   precision=FREQUENCY_PRECISION)
+        # The range coder has no redundancy: a damaged stream (or one with a word appended) can decode to some
+        # other symbols and still end where it should. The stream is a function of the symbols and their
+        # tables, so only the exact stream they encode to is accepted (one coder call: ~1 % of the decode).
+        if used:
+            check = SymbolEncoder(FREQUENCY_PRECISION)
+            check.encode(np.concatenate([symbols[where] for where, _ in used]),
+                         freqs=np.concatenate([freqs for _, freqs in used]))
+            if check.to_bytes() != bytes(stream):
+                raise BitstreamError("the symbol stream is not the one its decoded symbols encode to (damaged data)")
+        elif stream:
+            raise BitstreamError("this file sends no symbols, but its symbol stream is not empty")
         zero = self.zero_symbol(variables["params"]["autoencoder"]["centers"])
         return np.where(sent, symbols, zero).astype(np.int32), header
 

@@ -25,19 +25,23 @@ def _gaussian(size: int) -> np.ndarray:
 
 def _blur(x, size):
     """Separable Gaussian, VALID, per channel: (N, H, W, C) -> (N, H - size + 1, W - size + 1, C)."""
+    channels = x.shape[-1]
     g = jnp.asarray(_gaussian(size))
-    h = x.shape[1] - size + 1
-    w = x.shape[2] - size + 1
-    rows = sum(g[i] * x[:, i : i + h] for i in range(size))
-    return sum(g[j] * rows[:, :, j : j + w] for j in range(size))
+    dims = ("NHWC", "HWIO", "NHWC")
+    rows = jnp.tile(g.reshape(size, 1, 1, 1), (1, 1, 1, channels))
+    cols = jnp.tile(g.reshape(1, size, 1, 1), (1, 1, 1, channels))
+    x = jax.lax.conv_general_dilated(x, rows, (1, 1), "VALID", dimension_numbers=dims, feature_group_count=channels)
+    return jax.lax.conv_general_dilated(x, cols, (1, 1), "VALID", dimension_numbers=dims, feature_group_count=channels)
 
 
 def _ssim_cs(x, y):
     size = min(11, x.shape[1], x.shape[2])
-    mx, my = _blur(x, size), _blur(y, size)
-    sxx = _blur(x * x, size) - mx * mx
-    syy = _blur(y * y, size) - my * my
-    sxy = _blur(x * y, size) - mx * my
+    c = x.shape[-1]
+    moments = _blur(jnp.concatenate([x, y, x * x, y * y, x * y], axis=-1), size)  # one blur for all five
+    mx, my, xx, yy, xy = (moments[..., i * c : (i + 1) * c] for i in range(5))
+    sxx = xx - mx * mx
+    syy = yy - my * my
+    sxy = xy - mx * my
     cs = (2.0 * sxy + C2) / (sxx + syy + C2)
     ssim = (2.0 * mx * my + C1) / (mx * mx + my * my + C1) * cs
     return jnp.mean(ssim, axis=(1, 2, 3)), jnp.mean(cs, axis=(1, 2, 3))
