@@ -236,14 +236,15 @@ def test_dense_pass_tables_equal_wavefront_tables_exactly(tiny_model, photo):
                                                                pad_value(centers))))[0]
     wave = Wavefront(model3, params, np.asarray(centers), volume.shape, 0.0)
     first, last = front_range(*volume.shape)
-    dd, hh = (a.reshape(-1) for a in np.meshgrid(np.arange(4), np.arange(5), indexing="ij"))
+    assert (wave.first, wave.last) == (first, last) == (-21, 4 * 3 + 2 * 4 + 6)
+    seen = 0
     for t in range(first, last + 1):
-        w_prev = t - 1 - 4 * dd - 2 * hh
-        prev = np.where((w_prev >= 0) & (w_prev < 7), volume[dd, hh, np.clip(w_prev, 0, 6)], 0)
-        rows = wave.step(t, prev)
-        w = t - 4 * dd - 2 * hh
-        ok = (w >= 0) & (w < 7)
-        np.testing.assert_array_equal(rows[ok], dense_index[dd[ok], hh[ok], w[ok]])
+        rows = wave.step(t, volume[tuple(wave.positions(t - 1))])
+        d, h, w = wave.positions(t)
+        assert np.all(4 * d + 2 * h + w == t)
+        np.testing.assert_array_equal(rows, dense_index[d, h, w])
+        seen += d.size
+    assert seen == volume.size
 
 
 def test_exact_model_is_close_to_its_float_twin():

@@ -41,7 +41,6 @@ from lcomp.codecs.mentzer2018.context_model import (
     ContextModel,
     ContextModelConfig,
     Wavefront,
-    front_range,
     input_values,
     pad_value,
 )
@@ -253,28 +252,20 @@ class Mentzer2018(Codec):
         centers = np.asarray(ae["centers"], np.float32)
         zero = self.zero_symbol(centers)
         shape = sent.shape
-        depth, height, width = shape
         unsent_value = float(np.asarray(input_values(jnp.asarray(centers), jnp.asarray([zero])))[0])
         wave = Wavefront(self.context, cm, centers, shape, unsent_value)
-        dd, hh = (a.reshape(-1) for a in np.meshgrid(np.arange(depth), np.arange(height), indexing="ij"))
-        state = {"next": front_range(*shape)[0], "rows": None}
-
-        def columns(t):
-            w = t - 4 * dd - 2 * hh
-            ok = (w >= 0) & (w < width)
-            return np.clip(w, 0, width - 1), ok
+        state = {"next": wave.first, "rows": None}
 
         def tables(symbols, coding_pass, where):
             t = coding_pass.step[0]
-            while state["next"] <= t:
+            while state["next"] <= t:  # fronts without sent symbols (and the margin fronts) run too
                 s = state["next"]
-                w, ok = columns(s - 1)
-                prev = np.where(ok & sent[dd, hh, w], symbols[dd, hh, w], zero).astype(np.int32)
-                state["rows"] = wave.step(s, prev)
+                d, h, w = wave.positions(s - 1)
+                previous = np.where(sent[d, h, w], symbols[d, h, w], zero).astype(np.int32)
+                state["rows"] = wave.step(s, previous)
                 state["next"] = s + 1
-            w, ok = columns(t)
-            rows = state["rows"][ok & sent[dd, hh, w]]
-            return self.context.frequencies(rows)
+            d, h, w = wave.positions(t)
+            return self.context.frequencies(state["rows"][sent[d, h, w]])
 
         return tables
 

@@ -211,11 +211,19 @@ def front_range(depth: int, height: int, width: int) -> tuple[int, int]:
     return -3 * 7, 4 * (depth - 1) + 2 * (height - 1) + (width - 1)
 
 
+#: Fronts run in buckets of a few fixed sizes (fractions of the largest front), one compilation each, so a
+#: step does work for about as many positions as its front has, not for the largest front.
+BUCKETS = (0.25, 0.5, 0.75, 1.0)
+
+
 class Wavefront:
     """The decoder's context model for one (K, h, w) volume: activation caches on the device, one jitted step
-    per front. `step(t, previous)` writes the symbols of front t - 1 (`previous`: one per (d, h) of the
-    volume, the symbol at column t - 1 - 4d - 2h, anything where that column does not exist) and returns the
-    logit indices (K * h, L) of front t, one row per (d, h) (valid where column t - 4d - 2h exists)."""
+    per front t (from the margin fronts before the first symbol, `front_range`).
+
+    `positions(t)` are the volume positions (d, h, w) of front t in C order; `step(t, previous)` writes the
+    symbols of front t - 1 (`previous`, one per `positions(t - 1)`) into the input and returns the logit
+    indices (n, L) of `positions(t)`. Each layer is computed at exactly the coordinates of front t in its
+    extent, reading the cached layer below through gathered neighbour indices."""
 
     def __init__(self, model: ContextModel, params, centers, shape, unsent_value):
         self.model = model
@@ -234,71 +242,93 @@ class Wavefront:
             "a2": jnp.zeros((self.layers[2].count, features), jnp.float32),
             "a3": jnp.zeros((self.layers[3].count, features), jnp.float32),
         }
+        self.first, self.last = front_range(depth, height, width)
+        self._fronts = [None] + [_by_front(layer, self.first, self.last) for layer in self.layers[1:]]
+        largest = max(int(np.max(np.diff(starts))) for _, starts in self._fronts[1:])
+        self.buckets = sorted({max(32, -(-int(largest * f) // 32) * 32) for f in BUCKETS})
         self._step = _compiled_step(model, self.shape)
 
+    def positions(self, t: int, layer: int = 4):
+        coords, starts = self._fronts[layer]
+        k = t - self.first
+        if not 0 <= k < len(starts) - 1:
+            return coords[:0].T
+        return coords[starts[k] : starts[k + 1]].T
+
+    def _indices(self, t: int):
+        """(9, B) int32: per layer the cache rows to write and the flat base index of the layer below."""
+        L = self.layers
+        cols = [self.positions(t - 1)]  # front t - 1's volume positions: written into the input
+        for layer in (1, 2, 3, 4):
+            cols.append(self.positions(t, layer))
+        size = max(c.shape[1] for c in cols)
+        bucket = next(b for b in self.buckets if b >= size)
+        out = np.zeros((9, bucket), np.int32)
+        d, h, w = cols[0]
+        out[0] = L[0].count
+        out[0, : d.size] = L[0].flat(d, h, w)
+        for row, layer in ((1, 1), (3, 2), (5, 3)):
+            d, h, w = cols[layer]
+            out[row] = L[layer].count  # padding: out of range, dropped
+            out[row, : d.size] = L[layer].flat(d, h, w)
+            out[row + 1, : d.size] = L[layer - 1].flat(d, h, w)
+        d, h, w = cols[3]
+        out[7, : d.size] = L[1].flat(d, h, w)  # layer 3's residual: a1 at the same coordinates
+        d, h, w = cols[4]
+        out[8, : d.size] = L[3].flat(d, h, w)
+        return out
+
     def step(self, t: int, previous: np.ndarray) -> np.ndarray:
-        self.cache, index = self._step(self.params, self.values, self.cache, jnp.int32(t),
-                                       jnp.asarray(previous, jnp.int32))
-        return np.asarray(index)
+        index = self._indices(t)
+        symbols = np.zeros(index.shape[1], np.int32)
+        symbols[: len(previous)] = previous
+        self.cache, logits = self._step(self.params, self.values, self.cache, jnp.asarray(index),
+                                        jnp.asarray(symbols))
+        return np.asarray(logits)[: self.positions(t).shape[1]]
+
+
+def _by_front(layer: _Layer, first: int, last: int):
+    """Every coordinate of a layer's extent, sorted by front (C order inside a front), and the start of each
+    front first..last in that list."""
+    d, h, w = np.meshgrid(*(np.arange(lo, lo + n) for lo, n in zip(layer.lo, layer.size)), indexing="ij")
+    coords = np.stack([d.reshape(-1), h.reshape(-1), w.reshape(-1)], axis=1)
+    t = 4 * coords[:, 0] + 2 * coords[:, 1] + coords[:, 2]
+    keep = t <= last
+    coords, t = coords[keep], t[keep]
+    order = np.argsort(t, kind="stable")
+    coords, t = coords[order], t[order]
+    starts = np.searchsorted(t, np.arange(first, last + 2))
+    return coords.astype(np.int64), starts
 
 
 @functools.lru_cache(maxsize=8)
 def _compiled_step(model: ContextModel, shape):
-    depth, height, width = shape
-    layers = _geometry(depth, height, width)
-    dd, hh = np.meshgrid(np.arange(depth), np.arange(height), indexing="ij")
-    real_d, real_h = jnp.asarray(dd.reshape(-1)), jnp.asarray(hh.reshape(-1))
+    layers = _geometry(*shape)
 
-    def candidates(layer: _Layer, t):
-        """Every (d, h) of the layer's extent with its column w = t - 4d - 2h; valid where w exists."""
-        d = jnp.arange(layer.lo[0], layer.lo[0] + layer.size[0])[:, None]
-        h = jnp.arange(layer.lo[1], layer.lo[1] + layer.size[1])[None, :]
-        d, h = jnp.broadcast_arrays(d, h)
-        d, h = d.reshape(-1), h.reshape(-1)
-        w = t - 4 * d - 2 * h
-        valid = (w >= layer.lo[2]) & (w < layer.lo[2] + layer.size[2])
-        return d, h, jnp.clip(w, layer.lo[2], layer.lo[2] + layer.size[2] - 1), valid
-
-    def layer_at(params, name, taps, below: _Layer, prev_cache, d, h, w, bits, units):
-        """The exact convolution at coordinates (d, h, w), reading `prev_cache` (the layer below)."""
+    def layer_at(params, name, taps, below: _Layer, prev_cache, base, bits, units):
+        """The exact convolution at the positions whose flat index in the layer below is `base`."""
         # Kernel tap (kd, kh, kw) reads the layer below at (d - 1 + kd, h - 1 + kh, w - 1 + kw).
         offsets = jnp.asarray([below.flat(kd - 1, kh - 1, kw - 1) - below.flat(0, 0, 0) for kd, kh, kw in taps])
-        index = below.flat(d, h, w)[:, None] + offsets[None, :]
-        patches = exact.Exact(prev_cache[index], bits, units)  # (n, taps, C): a 1-D "signal" of the taps
+        patches = exact.Exact(prev_cache[base[:, None] + offsets[None, :]], bits, units)  # (n, taps, C)
         rows = params[name]["kernel"][tuple(np.asarray(taps).T)]  # (taps, C_in, C_out)
         out = exact.conv(patches, {"kernel": rows, "bias": params[name]["bias"]}, padding="VALID", name=name)
         return exact.Exact(out.value[:, 0, :], out.bits, out.units)
 
-    def scatter(cache, layer: _Layer, d, h, w, valid, value):
-        index = jnp.where(valid, layer.flat(d, h, w), layer.count)  # out of range: dropped
-        return cache.at[index].set(value, mode="drop")
-
     @functools.partial(jax.jit, donate_argnums=(2,))
-    def step(params, values, cache, t, previous):
+    def step(params, values, cache, index, previous):
         cache = dict(cache)
-        # The symbols of front t - 1 enter the input.
-        w_prev = t - 1 - 4 * real_d - 2 * real_h
-        valid = (w_prev >= 0) & (w_prev < width)
-        x_index = jnp.where(valid, layers[0].flat(real_d, real_h, jnp.clip(w_prev, 0, width - 1)), layers[0].count)
-        cache["x"] = cache["x"].at[x_index].set(values[previous][:, None], mode="drop")
+        cache["x"] = cache["x"].at[index[0]].set(values[previous][:, None], mode="drop")
         x_bits, x_units = INPUT_BITS, int(INPUT_LIMIT * 2**INPUT_BITS)
-        # Layer 1 (mask A), 2 (mask B): clipped ReLUs onto the activation grid.
         act = GRID.activation_bits, GRID.activation_limit
-        d, h, w, ok = candidates(layers[1], t)
-        a1 = exact.relu_to_grid(layer_at(params, "conv_a", TAPS_A, layers[0], cache["x"], d, h, w, x_bits, x_units))
-        cache["a1"] = scatter(cache["a1"], layers[1], d, h, w, ok, a1.value)
-        d, h, w, ok = candidates(layers[2], t)
-        a2 = exact.relu_to_grid(layer_at(params, "res_b1", TAPS_B, layers[1], cache["a1"], d, h, w, *act))
-        cache["a2"] = scatter(cache["a2"], layers[2], d, h, w, ok, a2.value)
-        # Layer 3: convolution + the residual (a1 at the same coordinate), rounded onto the signed grid.
-        d, h, w, ok = candidates(layers[3], t)
-        conv3 = layer_at(params, "res_b2", TAPS_B, layers[2], cache["a2"], d, h, w, *act)
-        skip = exact.Exact(cache["a1"][layers[1].flat(d, h, w)], *act)
+        a1 = exact.relu_to_grid(layer_at(params, "conv_a", TAPS_A, layers[0], cache["x"], index[2], x_bits, x_units))
+        cache["a1"] = cache["a1"].at[index[1]].set(a1.value, mode="drop")
+        a2 = exact.relu_to_grid(layer_at(params, "res_b1", TAPS_B, layers[1], cache["a1"], index[4], *act))
+        cache["a2"] = cache["a2"].at[index[3]].set(a2.value, mode="drop")
+        conv3 = layer_at(params, "res_b2", TAPS_B, layers[2], cache["a2"], index[6], *act)
+        skip = exact.Exact(cache["a1"][index[7]], *act)
         a3 = _signed_to_grid(exact.add(conv3, skip, name="residual"))
-        cache["a3"] = scatter(cache["a3"], layers[3], d, h, w, ok, a3.value)
-        # Logits at the volume's own positions of front t.
-        d, h, w, _ = candidates(layers[4], t)
-        out = layer_at(params, "logits", TAPS_B, layers[3], cache["a3"], d, h, w, RESIDUAL_BITS, RESIDUAL_LIMIT)
+        cache["a3"] = cache["a3"].at[index[5]].set(a3.value, mode="drop")
+        out = layer_at(params, "logits", TAPS_B, layers[3], cache["a3"], index[8], RESIDUAL_BITS, RESIDUAL_LIMIT)
         logits = jnp.maximum(out.value, 0.0) if model.config.logit_relu else out.value
         return cache, LOGITS.index(logits)
 
