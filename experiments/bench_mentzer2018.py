@@ -117,10 +117,8 @@ def measure(which: str, repeats: int) -> dict:
 
     def wavefront_only():
         wave = Wavefront(codec.context, cm, np.asarray(ae["centers"]), symbols.shape, 0.0)
-        first, last = front_range(*symbols.shape)
-        prev = np.zeros(symbols.shape[0] * symbols.shape[1], np.int32)
-        for t in range(first, last + 1):
-            wave.step(t, prev)
+        for t in range(wave.first, wave.last + 1):
+            wave.step(t, symbols[tuple(wave.positions(t - 1))])
 
     out["dec_context_model"] = _median(wavefront_only, repeats)
     out["dec_fronts"] = front_range(*symbols.shape)[1] - front_range(*symbols.shape)[0] + 1

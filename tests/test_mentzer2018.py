@@ -435,3 +435,17 @@ def test_code_semantics_the_context_model_learns_only_through_the_hinge(tiny_mod
     assert float(h_soft) < 100.0 and norm(inactive) == 0.0
     active, h_soft = grads(v, batch, jnp.float32(0.0))
     assert float(h_soft) > 0.0 and norm(active) > 0.0
+
+
+def test_cli_compress_decompress_info(tiny_model, photo, tmp_path, capsys):
+    from lcomp import cli
+
+    model, path = tiny_model
+    source, packed, out = tmp_path / "in.png", tmp_path / "x.lcomp", tmp_path / "out.png"
+    data.save_image(source, photo)
+    assert cli.main(["compress", "--checkpoint", str(path), str(source), str(packed)]) == 0
+    assert cli.main(["decompress", "--checkpoint", str(path), str(packed), str(out)]) == 0
+    np.testing.assert_array_equal(data.load_image(out), model.codec.decompress(model.variables, packed.read_bytes()))
+    assert cli.main(["info", str(packed)]) == 0
+    assert "mentzer2018" in capsys.readouterr().out
+    assert cli.main(["cut", "--iterations", "1", str(packed), str(tmp_path / "y.lcomp")]) == 2  # not progressive
