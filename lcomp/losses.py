@@ -102,6 +102,7 @@ def ssim_weighted_l1(
     data_range: float = 1.0,
     value_offset: float = 0.5,
     epsilon: float = 1e-6,
+    per_iteration: bool = False,
 ) -> tuple[Array, dict[str, Array], Array]:
     """SSIM-weighted L1 (J18; lcomp's working definition, spec rnn_coder 9.4).
 
@@ -121,6 +122,8 @@ def ssim_weighted_l1(
       x_hat: reconstruction ``(N, H, W, C)`` or stack ``(T, N, H, W, C)``.
       state: from :func:`init_ssim_weight_state` (scalar or per-iteration ``ema``).
       weight_by: ``"dissimilarity"`` (1 - SSIM: badly reconstructed blocks weigh more) or ``"similarity"``.
+      per_iteration: return one loss per iteration, shape ``(T,)`` (needs a ``(T, N, H, W, C)`` stack;
+        their mean is the default scalar loss), so a caller can weight iterations itself.
 
     Returns:
       ``(loss, new_state, weights)``; ``weights`` has shape ``x_hat.shape[:-3] + (H/b, W/b)``.
@@ -154,5 +157,9 @@ def ssim_weighted_l1(
     weights = jax.lax.stop_gradient(score / norm)
 
     error = _blocks(jnp.abs(x_hat - x), block_size)  # (..., H/b, W/b, b*b, C)
-    loss = jnp.mean(weights[..., None, None] * error)
-    return loss, new_state, weights
+    weighted = weights[..., None, None] * error
+    if per_iteration:
+        if x_hat.ndim != 5:
+            raise ConfigError("per_iteration=True needs a (T, N, H, W, C) reconstruction stack")
+        return jnp.mean(weighted.reshape(weighted.shape[0], -1), axis=1), new_state, weights
+    return jnp.mean(weighted), new_state, weights

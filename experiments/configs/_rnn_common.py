@@ -24,6 +24,7 @@ PAPER_NETWORK = dict(
     iterations=16,
     priming_steps=0,
     diffusion_steps=0,
+    train_binarizer="stochastic",  # spec 5; "deterministic": the test-time sign in training too (straight-through)
 )
 
 SMALL_WIDTHS = dict(
@@ -58,6 +59,9 @@ def rnn_config(codec: str, variant: str, *, network: dict, loss: str) -> ml_coll
             loss=loss,
             ssim_weight_by="dissimilarity",  # S = 1 - SSIM: badly reconstructed blocks weigh more
             ssim_per_iteration=False,  # one S_bar for all iterations (spec 9.4 default)
+            # How the per-iteration distortions form the objective: "uniform" (mean, spec 9.4 default), "sum",
+            # or "normalized" (each divided by its own stop-gradient value: equal relative weight).
+            iteration_weighting="uniform",
             rate_weight=1.0,  # the bit model's cross-entropy (it reaches only the bit model's parameters)
             sabr=dict(metric="psnr", block=16, min_iterations=1, max_rounds=4),
         )

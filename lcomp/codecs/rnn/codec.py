@@ -40,6 +40,24 @@ from lcomp.data import crop, pad_to_multiple
 from lcomp.errors import BitstreamError, ConfigError
 
 LOSSES = ("l1", "ssim_weighted_l1")
+ITERATION_WEIGHTINGS = ("uniform", "sum", "normalized")
+
+
+def weight_iterations(per_iteration, weighting: str = "uniform"):
+    """The training objective from one distortion per iteration ``(T,)``.
+
+    ``uniform``: their mean (spec 9.4 default). ``sum``: their sum (T times the mean). ``normalized``: the mean
+    of ``d_t / stop_gradient(d_t)``, so every iteration's term has value 1 and gradient ``grad d_t / d_t``:
+    each iteration is pushed to cut its own error by the same FRACTION (the gradient of ``mean_t log d_t``,
+    a PSNR-like objective), instead of later iterations, whose errors are small, counting for little.
+    """
+    if weighting == "uniform":
+        return jnp.mean(per_iteration)
+    if weighting == "sum":
+        return jnp.sum(per_iteration)
+    if weighting == "normalized":
+        return jnp.mean(per_iteration / jax.lax.stop_gradient(jnp.maximum(per_iteration, 1e-8)))
+    raise ConfigError(f"iteration_weighting must be one of {ITERATION_WEIGHTINGS}, got {weighting!r}")
 
 
 def to_float(image_u8):
@@ -73,6 +91,11 @@ class RecurrentCoder(Codec):
         self.loss_name = config.get("loss", "l1")
         if self.loss_name not in LOSSES:
             raise ConfigError(f"loss must be one of {LOSSES}, got {self.loss_name!r}")
+        self.iteration_weighting = config.get("iteration_weighting", "uniform")
+        if self.iteration_weighting not in ITERATION_WEIGHTINGS:
+            raise ConfigError(
+                f"iteration_weighting must be one of {ITERATION_WEIGHTINGS}, got {self.iteration_weighting!r}"
+            )
         self.sabr_defaults = config.get("sabr", ml_collections.ConfigDict())
 
     @property
@@ -100,18 +123,24 @@ class RecurrentCoder(Codec):
         out = self.net.run_iterations(params["autoencoder"], x, key=rng, train=train)
         new_state = dict(state)
         if self.loss_name == "ssim_weighted_l1":
-            distortion, new_state["ssim"], _ = losses.ssim_weighted_l1(
-                x, out.reconstructions, state["ssim"], weight_by=self.config.get("ssim_weight_by", "dissimilarity")
+            per_iteration, new_state["ssim"], _ = losses.ssim_weighted_l1(
+                x,
+                out.reconstructions,
+                state["ssim"],
+                weight_by=self.config.get("ssim_weight_by", "dissimilarity"),
+                per_iteration=True,
             )
         else:
-            distortion = jnp.mean(out.distortion)  # L1 of every iteration's residual, uniform over iterations
+            per_iteration = jnp.mean(out.distortion, axis=1)  # L1 of every iteration's reconstruction
+        distortion = jnp.mean(per_iteration)  # the metric: uniform over iterations, whatever the weighting
+        objective = weight_iterations(per_iteration, self.iteration_weighting)
         # The bit model learns from the bits only: no gradient reaches the autoencoder through the rate.
         bits = jax.lax.stop_gradient(out.bits)
         logits = self.bit_model.iteration_logits_all(params["context_model"], bits)
         cost = self.bit_model.bits_cost(logits, bits)  # (T, N, h, w, C)
         bits_per_bit = jnp.mean(cost)
         pixels = x.shape[0] * x.shape[1] * x.shape[2]
-        loss = distortion + self.config.get("rate_weight", 1.0) * bits_per_bit
+        loss = objective + self.config.get("rate_weight", 1.0) * bits_per_bit
         final = out.reconstructions[-1]
         mse = jnp.mean(((jnp.clip(final, -0.5, 0.5) - x) * 255.0) ** 2)
         metrics = {

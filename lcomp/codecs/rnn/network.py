@@ -107,6 +107,9 @@ class RNNCoderConfig:
     remat: bool = False  # jax.checkpoint each iteration: less memory in backprop, ~1/3 more compute
     gain_features: int = 32  # residual scaling: width of the gain estimator G
     gain_stop_gradient: bool = True  # residual scaling: G sees stop_gradient(x_hat) (G itself still trains)
+    # The binarizer in training: "stochastic" (T16/T17: +1 with probability (1+u)/2, spec 5) or
+    # "deterministic" (where(u >= 0, 1, -1), the test-time binarizer, with the same straight-through gradient).
+    train_binarizer: str = "stochastic"
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
@@ -141,6 +144,8 @@ class RNNCoderConfig:
             raise ConfigError("residual_gru needs cell='gru'")
         if self.reconstruction not in _RECONSTRUCTIONS:
             raise ConfigError(f"reconstruction must be one of {_RECONSTRUCTIONS}, got {self.reconstruction!r}")
+        if self.train_binarizer not in ("stochastic", "deterministic"):
+            raise ConfigError(f"train_binarizer must be 'stochastic' or 'deterministic', got {self.train_binarizer!r}")
         if self.output_activation not in _ACTIVATIONS:
             raise ConfigError(f"output_activation must be one of {_ACTIVATIONS}, got {self.output_activation!r}")
         n_enc, n_dec = len(self.encoder_rnn_features), len(self.decoder_rnn_features)
@@ -505,7 +510,8 @@ class RNNCoderNetwork:
                 params, enc_states, self._encoder_input(image, previous, gain), extra_steps
             )
             iteration_key = jax.random.fold_in(key, t) if train else None
-            bits = binarize(u, iteration_key, stochastic=train) * mask
+            stochastic = train and self.config.train_binarizer == "stochastic"
+            bits = binarize(u, iteration_key, stochastic=stochastic) * mask
             dec_states, decoded = self.decoder_iteration(params, dec_states, bits, extra_steps)
             reconstruction, gain = self._reconstruct(params, previous, gain, decoded)
             distortion = jnp.mean(jnp.abs(image - reconstruction), axis=(1, 2, 3))
