@@ -1,0 +1,150 @@
+"""Per-iteration PSNR against training steps, from every checkpoint a training workdir kept.
+
+    python experiments/rnn_quality/learning_curve.py /work/runs/j18_v2 --out experiments/results/rnn_quality/j18_v2
+
+Train with ``--config.train.keep_checkpoints=1000`` so that every ``checkpoint_every`` step stays. For each
+kept step (already-measured steps are cached in ``<out>/learning_curve.json``) it measures the deterministic
+reconstructions at every iteration on the held-out and training crops of ``ablate.py`` (the two embedded eval
+photographs and four Kodak images; six crops of the training photographs), then writes ``learning_curve.md``
+(PSNR at iterations 1, 2, 4, 8, 16 per step, gains, and a log-linear extrapolation of PSNR@16 over steps)
+and ``learning_curve.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+
+import jax
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from ablate import heldout_and_train_crops, per_iteration_psnr, summarise  # noqa: E402
+
+from lcomp import configs  # noqa: E402
+from lcomp.codecs import registry  # noqa: E402
+
+
+def restore_params(workdir: pathlib.Path, step: int, codec, config):
+    """Autoencoder params of one kept step (the orbax partial restore of lcomp.models, at a given step)."""
+    import orbax.checkpoint as ocp
+
+    from lcomp.train import CHECKPOINT_DIR, abstract_variables
+
+    manager = ocp.CheckpointManager((workdir / CHECKPOINT_DIR).resolve())
+    target = abstract_variables(codec, config, jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+    restore = ocp.args.PyTreeRestore(
+        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True
+    )
+    restored = manager.restore(step, args=ocp.args.Composite(state=restore))["state"]
+    return jax.device_get(restored["params"]["autoencoder"])
+
+
+def kept_steps(workdir: pathlib.Path) -> list[int]:
+    import orbax.checkpoint as ocp
+
+    from lcomp.train import CHECKPOINT_DIR
+
+    return sorted(ocp.CheckpointManager((workdir / CHECKPOINT_DIR).resolve()).all_steps())
+
+
+def extrapolate(steps, values, to_steps):
+    """Least-squares fit of value = a + b log(step) over the later half of the points; predictions."""
+    steps, values = np.asarray(steps, float), np.asarray(values, float)
+    keep = steps >= np.median(steps)
+    if keep.sum() < 2:
+        return None
+    b, a = np.polyfit(np.log(steps[keep]), values[keep], 1)
+    return {"slope_db_per_doubling": float(b * np.log(2)), **{str(s): float(a + b * np.log(s)) for s in to_steps}}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("workdir")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--every", type=int, default=1, help="measure every n-th kept step (always the last)")
+    args = parser.parse_args(argv)
+    workdir = pathlib.Path(args.workdir)
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    config = configs.from_json((workdir / "config.json").read_text())
+    codec = registry.create(config.codec, config.model)
+    cache_path = out / "learning_curve.json"
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {"steps": {}}
+    crops = heldout_and_train_crops()
+    steps = kept_steps(workdir)
+    chosen = steps[:: args.every] + ([steps[-1]] if steps and steps[-1] not in steps[:: args.every] else [])
+    for step in chosen:
+        if str(step) in cache["steps"]:
+            continue
+        params = restore_params(workdir, step, codec, config)
+        cache["steps"][str(step)] = {
+            "held_out": per_iteration_psnr(codec.net, params, crops[1]).tolist(),
+            "train": per_iteration_psnr(codec.net, params, crops[2]).tolist(),
+        }
+        cache_path.write_text(json.dumps(cache))
+        s = summarise(np.asarray(cache["steps"][str(step)]["held_out"]))
+        print(f"step {step}: held-out PSNR@1 {s['psnr_1']:.2f} @8 {s['psnr_8']:.2f} @16 {s['psnr_16']:.2f}", flush=True)
+    cache["held_out_images"] = crops[0]
+    cache_path.write_text(json.dumps(cache))
+    measured = sorted(int(s) for s in cache["steps"])
+    lines = [f"Learning curve of `{workdir}` ({config.codec}); deterministic reconstructions, mean PSNR (dB) "
+             f"over held-out 256x256 crops ({', '.join(crops[0])}) and six training crops.", "",
+             "| step | PSNR@1 | @2 | @4 | @8 | @16 | gain 1->16 | gain 8->16 | min gain/iter | train @1 | train @16 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for step in measured:
+        h = summarise(np.asarray(cache["steps"][str(step)]["held_out"]))
+        t = summarise(np.asarray(cache["steps"][str(step)]["train"]))
+        lines.append(f"| {step} | {h['psnr_1']:.2f} | {h['psnr_2']:.2f} | {h['psnr_4']:.2f} | {h['psnr_8']:.2f} | "
+                     f"{h['psnr_16']:.2f} | {h['gain_1_16']:+.2f} | {h['gain_8_16']:+.2f} | {h['min_gain']:+.3f} | "
+                     f"{t['psnr_1']:.2f} | {t['psnr_16']:.2f} |")
+    if len(measured) >= 4:
+        last = measured[-1]
+        for t_index, label in ((0, "PSNR@1"), (-1, "PSNR@16")):
+            fit = extrapolate(measured, [cache["steps"][str(s)]["held_out"][t_index] for s in measured],
+                              [2 * last, 10 * last, 100 * last])
+            if fit:
+                lines.append("")
+                lines.append(f"{label} vs log(step), fit on the later half: {fit['slope_db_per_doubling']:+.2f} dB per "
+                             f"doubling of steps; extrapolated {fit[str(2 * last)]:.2f} dB at {2 * last} steps, "
+                             f"{fit[str(10 * last)]:.2f} at {10 * last}, {fit[str(100 * last)]:.2f} at {100 * last}.")
+    text = "\n".join(lines) + "\n"
+    (out / "learning_curve.md").write_text(text)
+    print(text)
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.5))
+    cmap = plt.get_cmap("viridis")
+    for i, step in enumerate(measured):
+        curve = cache["steps"][str(step)]["held_out"]
+        a.plot(range(1, len(curve) + 1), curve, color=cmap(i / max(1, len(measured) - 1)), label=f"step {step}")
+    a.set_xlabel("iteration")
+    a.set_ylabel("held-out PSNR (dB)")
+    a.set_title("PSNR per iteration, one curve per checkpoint")
+    a.grid(alpha=0.3)
+    a.legend(fontsize=6, ncol=2)
+    T = len(cache["steps"][str(measured[-1])]["held_out"])
+    for t, style in ((1, ":"), (2, "-."), (4, "--"), (8, "-"), (T, "-")):
+        b.plot(measured, [cache["steps"][str(s)]["held_out"][t - 1] for s in measured], style, marker=".",
+               label=f"held-out t={t}")
+    b.plot(measured, [cache["steps"][str(s)]["train"][T - 1] for s in measured], "k--", alpha=0.5,
+           label=f"train t={T}")
+    b.set_xscale("log")
+    b.set_xlabel("training step")
+    b.set_ylabel("PSNR (dB)")
+    b.set_title("PSNR vs training steps")
+    b.grid(alpha=0.3)
+    b.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "learning_curve.png", dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
