@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lcomp.entropy import frequencies
 from lcomp.errors import ConfigError
 from lcomp.nn.im2col import im2col_conv
 from lcomp.quantize import floor_ste, round_ste
@@ -220,10 +221,19 @@ class LogitGrid:
 
     steps_per_unit: int = 8
     limit: int = 12
+    precision: int = 16  # frequency tables sum to 2^precision
 
     @property
     def num_indices(self) -> int:
         return 2 * self.limit * self.steps_per_unit + 1
+
+    def binary_frequencies(self, index) -> np.ndarray:
+        """(..., 2) integer frequencies (bit 0, bit 1) for logit indices of any shape."""
+        return frequencies.binary_frequencies(index, self.steps_per_unit, self.limit, self.precision)
+
+    def categorical_frequencies(self, index) -> np.ndarray:
+        """(n, L) integer frequencies for (n, L) logit indices (integer arithmetic only)."""
+        return frequencies.categorical_frequencies(index, self.steps_per_unit, self.limit, self.precision)
 
     def index(self, logits) -> Array:
         """The rounded, clipped logit as a table index 0 .. 2 * limit * steps (exact: logits lie on a finer grid)."""

@@ -30,7 +30,7 @@ from lcomp import container, entropy, losses
 from lcomp.codecs.base import Codec
 from lcomp.codecs.registry import register
 from lcomp.codecs.rnn import sabr
-from lcomp.codecs.rnn.entropy_model import FREQUENCY_PRECISION, BitModelConfig, BitProbabilityModel
+from lcomp.codecs.rnn.entropy_model import FREQUENCY_PRECISION, LOGITS, BitModelConfig, BitProbabilityModel
 from lcomp.entropy import schedules
 from lcomp.entropy.side_info import mask_from_counts
 from lcomp.fingerprint import fingerprint
@@ -170,12 +170,12 @@ class RecurrentCoder(Codec):
     @functools.partial(jax.jit, static_argnums=(0,))
     def _iteration_logit_index(self, params, bits, t):
         # Exact integer arithmetic inside (see entropy_model.py): the same table index on every machine.
-        return self.bit_model.logit_index(self.bit_model.iteration_logits(params, bits, t))
+        return LOGITS.index(self.bit_model.iteration_logits(params, bits, t))
 
     @functools.partial(jax.jit, static_argnums=(0,))
     def _all_logit_index(self, params, bits):
         # The encoder's dense pass: every iteration teacher-forced at once, equal to the passes (exact).
-        return self.bit_model.logit_index(self.bit_model.iteration_logits_all(params, bits))
+        return LOGITS.index(self.bit_model.iteration_logits_all(params, bits))
 
     # --- the bit streams ----------------------------------------------------------------------------------
     # Symbols are the bits as integers (1 for +1, 0 for -1); `sent` marks the bits a file carries (SABR
@@ -194,13 +194,13 @@ class RecurrentCoder(Codec):
         def tables(symbols, coding_pass, where):
             t, _ = coding_pass.step
             index = np.asarray(self._iteration_logit_index(context_params, self._as_bits(symbols, sent), t))
-            return self.bit_model.frequencies(index[where[t]])
+            return LOGITS.binary_frequencies(index[where[t]])
 
         return tables
 
     def _dense_tables(self, context_params, sent):
         def dense(symbols):
-            return self.bit_model.frequencies(np.asarray(self._all_logit_index(context_params, self._as_bits(symbols, sent))))
+            return LOGITS.binary_frequencies(np.asarray(self._all_logit_index(context_params, self._as_bits(symbols, sent))))
 
         return dense
 

@@ -31,14 +31,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from lcomp.entropy import exact
-from lcomp.entropy.frequencies import binary_frequencies
 from lcomp.entropy.masks import checkerboard_mask, mask_taps
 
 Array = jax.Array
 
 GRID = exact.DEFAULT_GRID  # 8-bit weights on 2^-8, activations on 2^-4 in [0, 63/16]
-LOGITS = exact.LogitGrid(steps_per_unit=8, limit=12)  # logits rounded to 1/8 in [-12, 12]
 FREQUENCY_PRECISION = 16  # the range coder's probability precision for the bits
+# Logits rounded to 1/8 in [-12, 12], frequencies out of 2^16.
+LOGITS = exact.LogitGrid(steps_per_unit=8, limit=12, precision=FREQUENCY_PRECISION)
 HISTORY_SUM_SCALE = 0.25  # the running sum of earlier bits enters as sum / 4 (exact, on the 2^-2 grid)
 HISTORY_BITS = 2
 CURRENT_TAPS = mask_taps(checkerboard_mask((3, 3)))
@@ -150,13 +150,7 @@ class BitProbabilityModel:
         logits = self._logits(params, merge(history), merge(bits), jnp.repeat(ts, n).astype(jnp.int32))
         return logits.reshape(bits.shape)
 
-    # --- logits -> what the coder uses ------------------------------------------------------------------------
-    logit_index = staticmethod(LOGITS.index)
-
-    @staticmethod
-    def frequencies(logit_index: np.ndarray) -> np.ndarray:
-        """(..., 2) integer frequencies (bit 0, bit 1) out of 2^16 for table indices."""
-        return binary_frequencies(logit_index, LOGITS.steps_per_unit, LOGITS.limit, FREQUENCY_PRECISION)
+    # Logits -> table indices and frequencies: LOGITS.index and LOGITS.binary_frequencies (lcomp.entropy.exact).
 
     @staticmethod
     def bits_cost(logits: Array, bits: Array) -> Array:
