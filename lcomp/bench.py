@@ -220,6 +220,8 @@ def bench_code(config_spec: str, overrides, quick: bool) -> dict:
         }
         if recurrent:
             row.update(_recurrent_network_timing(codec, variables, image, setting["iterations"], repeats))
+        elif hasattr(codec, "network_timing"):  # a codec that can time its own networks (mentzer2018)
+            row.update(codec.network_timing(variables, image, lambda fn: _timed(fn, repeats)))
         out[setting_label(setting)] = row
     return {"code": out, "peak_rss_mb": _peak_rss_mb()}
 

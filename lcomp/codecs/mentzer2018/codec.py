@@ -269,6 +269,18 @@ class Mentzer2018(Codec):
 
         return tables
 
+    def network_timing(self, variables, image, timed) -> dict:
+        """`lcomp bench`'s network part: seconds of the encoder network (with mask and quantizer) and of the
+        decoder network on this image; `timed(fn)` is the bench's timer."""
+        ae, stats = variables["params"]["autoencoder"], variables["state"]["batch_stats"]
+        padded, _ = pad_to_multiple(self.check_image(image), self.pad_multiple)
+        x = jnp.asarray(padded)[None]
+        symbols, _ = self._analyse(ae, stats, x)
+        return {
+            "encode_network_seconds": timed(lambda: jax.block_until_ready(self._analyse(ae, stats, x))),
+            "decode_network_seconds": timed(lambda: jax.block_until_ready(self._synthesise(ae, stats, symbols))),
+        }
+
     # --- compress -----------------------------------------------------------------------------------------
     def analyse(self, variables, image):
         """(symbols (K, h, w) with 0 where not sent, sent mask (K, h, w), counts (h, w)) of an image."""

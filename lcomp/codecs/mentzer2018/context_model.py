@@ -245,7 +245,8 @@ class Wavefront:
         self.first, self.last = front_range(depth, height, width)
         self._fronts = [None] + [_by_front(layer, self.first, self.last) for layer in self.layers[1:]]
         largest = max(int(np.max(np.diff(starts))) for _, starts in self._fronts[1:])
-        self.buckets = sorted({max(32, -(-int(largest * f) // 32) * 32) for f in BUCKETS})
+        fractions = BUCKETS if largest > 512 else (1.0,)  # small volumes: one compilation
+        self.buckets = sorted({max(32, -(-int(largest * f) // 32) * 32) for f in fractions})
         self._step = _compiled_step(model, self.shape)
 
     def positions(self, t: int, layer: int = 4):
