@@ -19,7 +19,9 @@ Training (`loss`, spec section 6): `{"autoencoder": distortion + beta * max(H_so
 "context_model": ...}` where H_soft = (H_mask + H_real) / 2 in bits per symbol from the exact model's
 rounded logits. Switches (spec section 11): `mask` ("code" soft ramp | "thesis" ceiling), `pc_input_grad`
 (False: the context model's input is detached, the rate reaches the encoder only through the mask; True:
-straight-through into the quantized values), `pc_loss` ("total": the context model minimises the total loss,
+straight-through into the quantized values), `send_mask` (True: the count map is sent and masked-out symbols
+are not coded; False: the official code's choice, no mask, every symbol coded; read with a default so that
+runs recorded before the switch existed resume unchanged), `pc_loss` ("total": the context model minimises the total loss,
 i.e. only the hinge reaches it, as in the released code; "own": its own H_soft every step, the thesis).
 """
 
@@ -86,6 +88,9 @@ class Mentzer2018(Codec):
         self.decoder = Decoder(self.net_config)
         self.context = ContextModel(self.cm_config)
         self.use_importance = bool(config.get("importance_map", True))
+        # True: send the count map and code only the symbols inside the mask (ours); False: send no mask and
+        # code every symbol, the masked-out ones too (the official code).
+        self.send_mask = bool(config.get("send_mask", True)) and self.use_importance
         self.mask_variant = config.get("mask", "code")
         if self.mask_variant not in importance.VARIANTS:
             raise ConfigError(f"mask must be one of {importance.VARIANTS}, got {self.mask_variant!r}")
@@ -288,7 +293,7 @@ class Mentzer2018(Codec):
         ae, stats = variables["params"]["autoencoder"], variables["state"]["batch_stats"]
         symbols, counts = self._analyse(ae, stats, jnp.asarray(padded)[None])
         volume = np.moveaxis(np.asarray(symbols[0]), -1, 0)
-        counts = np.asarray(counts[0]) if self.use_importance else np.full(volume.shape[1:], self.K, np.int32)
+        counts = np.asarray(counts[0]) if self.send_mask else np.full(volume.shape[1:], self.K, np.int32)
         sent = mask_from_counts(counts, self.K)
         return np.where(sent, volume, 0).astype(np.int32), sent, counts
 
@@ -303,7 +308,7 @@ class Mentzer2018(Codec):
         )
         parts = []
         side_bits = 0.0
-        if self.use_importance:
+        if self.send_mask:
             mask_part = encode_integer_map(counts, self.K + 1)
             parts.append(("mask", mask_part))
             side_bits = 8.0 * len(mask_part)  # coded adaptively: its size is its cost
@@ -319,13 +324,13 @@ class Mentzer2018(Codec):
         box, _ = self.unpack_own(variables, data)
         header = box.header
         h, w = -(-header.height // 8), -(-header.width // 8)
-        if self.use_importance:
+        if self.send_mask:
             if "mask" not in box.part_names:
                 raise BitstreamError("this model's files carry a mask part; it is missing")
             counts = decode_integer_map(box.part("mask"), (h, w), self.K + 1)
         else:
             if "mask" in box.part_names:
-                raise BitstreamError("this model (no importance map) writes no mask part")
+                raise BitstreamError("this model (send_mask=False or no importance map) writes no mask part")
             counts = np.full((h, w), self.K, np.int32)
         sent = mask_from_counts(counts, self.K)
         stream = box.part("symbols")
