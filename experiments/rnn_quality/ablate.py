@@ -62,6 +62,13 @@ STUDIES: dict[str, list[tuple[str, list[str]]]] = {
         ("sum", ["model.iteration_weighting=sum"]),
         ("normalized", ["model.iteration_weighting=normalized"]),
     ],
+    # the recurrent cell: GRU (our default) or LSTM, whose memory cell accumulates additively (c' = f c + i j)
+    # where a GRU state is a convex mix of old state and candidate; the 1zb PyTorch port is LSTM + additive
+    "cell": [
+        ("gru", []),
+        ("lstm", ["model.network.cell=lstm"]),
+        ("lstm_additive", ["model.network.cell=lstm", "model.network.reconstruction=additive"]),
+    ],
     # layer widths at the tiny config's data settings: the small (shipped) widths, and the tiny widths with only
     # the last decoder layers widened (4 -> 8 features per pixel after the final depth_to_space)
     "width": [
