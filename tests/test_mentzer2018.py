@@ -449,3 +449,17 @@ def test_cli_compress_decompress_info(tiny_model, photo, tmp_path, capsys):
     assert cli.main(["info", str(packed)]) == 0
     assert "mentzer2018" in capsys.readouterr().out
     assert cli.main(["cut", "--iterations", "1", str(packed), str(tmp_path / "y.lcomp")]) == 2  # not progressive
+
+
+def test_without_the_mask_part_every_symbol_is_coded_and_the_pixels_are_the_same(tiny_model, photo):
+    """send_mask=False (the official code's choice): no count map, masked-out symbols coded too."""
+    model, _ = tiny_model
+    cfg = model.config.model.copy_and_resolve_references()
+    cfg.send_mask = False
+    codec = registry.create("mentzer2018", cfg)
+    result = codec.compress(model.variables, photo)
+    assert container.unpack(result.data).part_names == ("symbols",)
+    np.testing.assert_array_equal(codec.decompress(model.variables, result.data),
+                                  model.codec.decompress(model.variables, model.codec.compress(model.variables, photo).data))
+    with pytest.raises(BitstreamError):  # the two layouts are not interchangeable
+        model.codec.decompress(model.variables, result.data)

@@ -39,7 +39,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from lcomp.entropy import exact
-from lcomp.entropy.frequencies import categorical_frequencies
 from lcomp.entropy.masks import channel_causal_mask, mask_taps
 from lcomp.quantize import round_ste
 
@@ -52,8 +51,8 @@ TAPS_A = mask_taps(MASK_A)  # 13 taps
 TAPS_B = mask_taps(MASK_B)  # 14 taps
 PAD = ((4, 0), (4, 4), (4, 4))  # depth, rows, columns: 4 layers of (2, 3, 3) VALID convolutions
 GRID = exact.DEFAULT_GRID
-LOGITS = exact.LogitGrid(steps_per_unit=8, limit=12)
-FREQUENCY_PRECISION = 16
+LOGITS = exact.LogitGrid(steps_per_unit=8, limit=12, precision=16)
+FREQUENCY_PRECISION = LOGITS.precision
 INPUT_BITS = 6  # centers enter on the 2^-6 grid ...
 INPUT_LIMIT = 8.0  # ... clipped to [-8, 8]
 RESIDUAL_BITS = 4  # a3 on the signed grid 2^-4 ...
@@ -171,7 +170,7 @@ class ContextModel:
     @staticmethod
     def frequencies(logit_index: np.ndarray) -> np.ndarray:
         """(n, L) integer frequencies out of 2^16 for (n, L) table indices (integer arithmetic only)."""
-        return categorical_frequencies(logit_index, LOGITS.steps_per_unit, LOGITS.limit, FREQUENCY_PRECISION)
+        return LOGITS.categorical_frequencies(logit_index)
 
     @staticmethod
     def bits(logits: Array, symbols: Array) -> Array:
