@@ -16,6 +16,8 @@ def test_weight_iterations_values_and_gradients():
     assert float(rnn_codec.weight_iterations(d, "uniform")) == pytest.approx(float(jnp.mean(d)))
     assert float(rnn_codec.weight_iterations(d, "sum")) == pytest.approx(float(jnp.sum(d)))
     assert float(rnn_codec.weight_iterations(d, "normalized")) == pytest.approx(1.0)
+    assert float(rnn_codec.weight_iterations(d, "linear")) == pytest.approx((0.4 + 0.2 + 0.06) / 3 / 2)
+    assert float(rnn_codec.weight_iterations(d, "final")) == pytest.approx(0.02)
     # uniform: every iteration's gradient 1/T, however small its error; normalized: 1/(T d_t), so an
     # iteration with a 20x smaller error is pushed 20x harder (equal relative improvement).
     np.testing.assert_allclose(jax.grad(rnn_codec.weight_iterations)(d, "uniform"), np.full(3, 1 / 3), rtol=1e-6)

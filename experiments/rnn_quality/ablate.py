@@ -61,6 +61,8 @@ STUDIES: dict[str, list[tuple[str, list[str]]]] = {
         ("uniform", []),
         ("sum", ["model.iteration_weighting=sum"]),
         ("normalized", ["model.iteration_weighting=normalized"]),
+        ("linear", ["model.iteration_weighting=linear"]),
+        ("final", ["model.iteration_weighting=final"]),
     ],
     # the recurrent cell: GRU (our default) or LSTM, whose memory cell accumulates additively (c' = f c + i j)
     # where a GRU state is a convex mix of old state and candidate; the 1zb PyTorch port is LSTM + additive

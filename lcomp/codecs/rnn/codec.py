@@ -40,7 +40,7 @@ from lcomp.data import crop, pad_to_multiple
 from lcomp.errors import BitstreamError, ConfigError
 
 LOSSES = ("l1", "ssim_weighted_l1")
-ITERATION_WEIGHTINGS = ("uniform", "sum", "normalized")
+ITERATION_WEIGHTINGS = ("uniform", "sum", "normalized", "linear", "final")
 
 
 def weight_iterations(per_iteration, weighting: str = "uniform"):
@@ -50,6 +50,8 @@ def weight_iterations(per_iteration, weighting: str = "uniform"):
     of ``d_t / stop_gradient(d_t)``, so every iteration's term has value 1 and gradient ``grad d_t / d_t``:
     each iteration is pushed to cut its own error by the same FRACTION (the gradient of ``mean_t log d_t``,
     a PSNR-like objective), instead of later iterations, whose errors are small, counting for little.
+    ``linear``: weights proportional to t (mean 1). ``final``: the last iteration only (a diagnostic: what the
+    network can reach at T iterations when nothing else counts; the earlier prefixes are then not trained).
     """
     if weighting == "uniform":
         return jnp.mean(per_iteration)
@@ -57,6 +59,11 @@ def weight_iterations(per_iteration, weighting: str = "uniform"):
         return jnp.sum(per_iteration)
     if weighting == "normalized":
         return jnp.mean(per_iteration / jax.lax.stop_gradient(jnp.maximum(per_iteration, 1e-8)))
+    if weighting == "linear":
+        t = jnp.arange(1, per_iteration.shape[0] + 1, dtype=per_iteration.dtype)
+        return jnp.mean(per_iteration * t / jnp.mean(t))
+    if weighting == "final":
+        return per_iteration[-1]
     raise ConfigError(f"iteration_weighting must be one of {ITERATION_WEIGHTINGS}, got {weighting!r}")
 
 
