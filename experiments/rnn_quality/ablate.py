@@ -79,6 +79,15 @@ STUDIES: dict[str, list[tuple[str, list[str]]]] = {
                           "model.network.decoder_conv_features=64", "model.network.decoder_rnn_features=(64,64,32,16)"]),
         ("wide_last_decoder", ["model.network.decoder_rnn_features=(32,32,32,32)"]),
     ],
+    # the schedule over the 1500 steps: constant 2e-3 (tiny default) against a 100-step warmup and a cosine decay
+    # to 0 at step 1500, at peaks 2e-3 and 5e-3 (5e-3 collapsed when constant)
+    "schedule": [
+        ("constant_2e-3", []),
+        ("cosine_2e-3", ["optim.autoencoder.schedule=cosine", "optim.autoencoder.warmup_steps=100",
+                         "optim.autoencoder.decay_steps=1400"]),
+        ("cosine_5e-3", ["optim.autoencoder.schedule=cosine", "optim.autoencoder.warmup_steps=100",
+                         "optim.autoencoder.decay_steps=1400", "optim.autoencoder.learning_rate=5e-3"]),
+    ],
     "learning_rate": [
         ("lr_2e-3", []),
         ("lr_5e-4", ["optim.autoencoder.learning_rate=5e-4"]),
