@@ -1,6 +1,6 @@
 #!/bin/sh
 # Retrain the shipped johnston2018 small model with the fixed small-variant schedule (lr 2e-3, warmup 200,
-# cosine to 0 at step 6000), keeping every 250th checkpoint for the learning curve. Resumable: rerun the same
+# cosine to 0 at step 4000), keeping every 250th checkpoint for the learning curve. Resumable: rerun the same
 # command after a kill. Pinned to one core and one XLA thread (the project's shared 2-core machine).
 #   sh experiments/rnn_quality/retrain_shipped.sh [WORKDIR]
 # Then: python experiments/rnn_quality/learning_curve.py WORKDIR --out experiments/results/rnn_quality/j18_v2
