@@ -173,6 +173,54 @@ def bd_quality(
     return BDResult(value, "quality", variant, quality_axis, (math.exp(lo), math.exp(hi)), (ra.size, rt.size), warning)
 
 
+def point_rate_difference(
+    anchor_rate,
+    anchor_quality,
+    test_rate,
+    test_quality,
+    *,
+    variant: str = "cubic",
+    quality_axis: str = "quality",
+) -> tuple[BDResult, BDResult]:
+    """Rate and quality difference of a test curve too short for a BD fit (1 to 3 points, e.g. one trained
+    model) against a full anchor curve: (rate result in percent, quality result in the quality's unit).
+
+    The anchor is fitted as for BD-rate (``cubic``: ln R as a cubic in quality; ``pchip``: monotone
+    interpolation of its Pareto front) and evaluated at the test points' qualities; the rate difference is
+    ``exp(mean(ln R_test - ln R_anchor(D_test))) - 1``, which is what BD-rate tends to when the overlap
+    shrinks to the test points. The quality difference is the same at the test points' rates. Test points
+    outside the anchor's range are an error (no extrapolation)."""
+    ra, qa = _prepared(anchor_rate, anchor_quality, variant, "anchor", sort_by="quality")
+    rt, qt = _as_curve(test_rate, test_quality, "test")
+    if rt.size == 0:
+        raise LcompError("test curve has no points")
+    for name, values, lo, hi in (("quality", qt, qa.min(), qa.max()), ("rate", rt, ra.min(), ra.max())):
+        if values.min() < lo or values.max() > hi:
+            raise LcompError(
+                f"test point(s) outside the anchor's {name} range [{lo:.4g}, {hi:.4g}]: {np.round(values, 4).tolist()}"
+            )
+    if variant == "cubic":
+        log_rate_at = np.poly1d(np.polyfit(qa, np.log(ra), 3))
+        quality_at = np.poly1d(np.polyfit(np.log(ra), qa, 3))
+    else:
+        from scipy.interpolate import PchipInterpolator
+
+        log_rate_at = PchipInterpolator(qa, np.log(ra))
+        order = np.argsort(ra)
+        quality_at = PchipInterpolator(np.log(ra[order]), qa[order])
+    rate_value = (math.exp(float(np.mean(np.log(rt) - log_rate_at(qt)))) - 1.0) * 100.0
+    quality_value = float(np.mean(qt - quality_at(np.log(rt))))
+    note = (
+        f"test has {rt.size} point(s): rate difference at equal quality against the anchor's {variant} fit, "
+        "not a BD integral"
+    )
+    points = (ra.size, rt.size)
+    return (
+        BDResult(rate_value, "rate", variant, quality_axis, (float(qt.min()), float(qt.max())), points, note),
+        BDResult(quality_value, "quality", variant, quality_axis, (float(rt.min()), float(rt.max())), points, note),
+    )
+
+
 # --- tables --------------------------------------------------------------------------------------------------
 
 
@@ -205,8 +253,10 @@ def bd_table(
 ) -> list[BDRow]:
     """BD-rate and BD-quality of every curve against ``curves[anchor]``, one row per (curve, variant).
 
-    ``curves`` maps a name to ``(rate, quality)``. A pair that cannot be computed (too few points, no
-    overlap) gets a row with empty values and the reason in ``note`` instead of stopping the table.
+    ``curves`` maps a name to ``(rate, quality)``. A test curve of 1 to 3 points (one trained model) gets
+    `point_rate_difference` instead, said in its note. A pair that cannot be computed (no overlap, a point
+    outside the anchor's range) gets a row with empty values and the reason in ``note`` instead of stopping
+    the table.
     """
     if anchor not in curves:
         raise LcompError(f"anchor {anchor!r} is not among the curves: {', '.join(curves)}")
@@ -218,8 +268,12 @@ def bd_table(
         for variant in variants:
             args = (rate_a, quality_a, rate_t, quality_t)
             try:
-                rate_result = bd_rate(*args, variant=variant, quality_axis=quality_axis)
-                quality_result = bd_quality(*args, variant=variant, quality_axis=quality_axis)
+                if 0 < np.size(rate_t) < MIN_POINTS:
+                    rate_result, quality_result = point_rate_difference(*args, variant=variant,
+                                                                        quality_axis=quality_axis)
+                else:
+                    rate_result = bd_rate(*args, variant=variant, quality_axis=quality_axis)
+                    quality_result = bd_quality(*args, variant=variant, quality_axis=quality_axis)
             except LcompError as exc:
                 rows.append(BDRow(name, anchor, quality_axis, variant, None, None, None, None, None, None, str(exc)))
                 continue

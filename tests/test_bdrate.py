@@ -5,7 +5,15 @@ import math
 import numpy as np
 import pytest
 
-from lcomp.bdrate import bd_quality, bd_rate, bd_table, format_bd_markdown, pareto_front, write_bd_csv
+from lcomp.bdrate import (
+    bd_quality,
+    bd_rate,
+    bd_table,
+    format_bd_markdown,
+    pareto_front,
+    point_rate_difference,
+    write_bd_csv,
+)
 from lcomp.errors import LcompError
 from lcomp.reference import load_curve
 
@@ -144,7 +152,9 @@ def test_bd_table_and_writers(tmp_path):
     ]
     assert rows[0].bd_rate == pytest.approx(-20.0)
     assert rows[0].bd_quality > 0
-    assert rows[2].bd_rate is None and "at least 4" in rows[2].note
+    # Two points lying on the anchor's curve: the equal-quality rate difference (said in the note) is 0.
+    assert rows[2].bd_rate == pytest.approx(0.0, abs=1e-6) and "not a BD integral" in rows[2].note
+    assert rows[2].points_test == 2
     csv_text = write_bd_csv(rows, tmp_path / "bd.csv").read_text().splitlines()
     assert csv_text[0].startswith("test,anchor,quality_axis,variant,bd_rate,bd_quality,overlap_lo")
     assert csv_text[1].startswith("better,anchor,psnr,cubic,-20.0000,")
@@ -152,3 +162,20 @@ def test_bd_table_and_writers(tmp_path):
     assert "| better | anchor | psnr | cubic | -20.00 % |" in markdown
     with pytest.raises(LcompError, match="anchor"):
         bd_table(curves, "missing")
+
+
+@pytest.mark.parametrize("variant", ["cubic", "pchip"])
+def test_point_rate_difference_single_model(variant):
+    # ln R is linear in the quality, so both fits reproduce the anchor exactly: a point at 90 % of the
+    # anchor's rate at equal quality is -10 %, and its quality gain is what the anchor loses at that rate.
+    q = np.array([30.0, 32.0, 34.0, 36.0, 38.0])
+    r = np.exp(0.3 * (q - 30.0)) * 0.2
+    rate_result, quality_result = point_rate_difference(r, q, [0.9 * 0.2 * np.exp(0.3 * 3.0)], [33.0],
+                                                        variant=variant, quality_axis="psnr")
+    assert rate_result.value == pytest.approx(-10.0, abs=1e-6 if variant == "cubic" else 0.05)
+    assert quality_result.value == pytest.approx(-np.log(0.9) / 0.3, abs=1e-6 if variant == "cubic" else 0.02)
+    assert rate_result.points == (5, 1) and "not a BD integral" in rate_result.warning
+    with pytest.raises(LcompError, match="outside the anchor"):
+        point_rate_difference(r, q, [0.1], [25.0], variant=variant)
+    rows = bd_table({"anchor": (r, q), "one": ([0.1], [25.0])}, "anchor", variants=[variant])
+    assert rows[0].bd_rate is None and "outside the anchor" in rows[0].note
