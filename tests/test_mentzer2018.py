@@ -463,3 +463,23 @@ def test_without_the_mask_part_every_symbol_is_coded_and_the_pixels_are_the_same
                                   model.codec.decompress(model.variables, model.codec.compress(model.variables, photo).data))
     with pytest.raises(BitstreamError):  # the two layouts are not interchangeable
         model.codec.decompress(model.variables, result.data)
+
+
+def test_the_shipped_model_through_the_command_line(tmp_path, capsys):
+    """`lcomp compress --codec mentzer2018` codes with the shipped model; `decompress` finds it from the file."""
+    from lcomp import cli, metrics
+
+    model = models.load_shipped("mentzer2018")
+    image = np.ascontiguousarray(data.EmbeddedSource(split="eval")[0][:192, :256])
+    source, packed, out = tmp_path / "in.png", tmp_path / "x.lcomp", tmp_path / "out.png"
+    data.save_image(source, image)
+    assert cli.main(["compress", "--codec", "mentzer2018", str(source), str(packed)]) == 0
+    assert container.unpack(packed.read_bytes()).header.fingerprint == model.fingerprint
+    assert cli.main(["decompress", str(packed), str(out)]) == 0  # no --checkpoint: the file names its model
+    decoded = data.load_image(out)
+    np.testing.assert_array_equal(decoded, model.codec.decompress(model.variables, packed.read_bytes()))
+    # A trained model, not initial parameters: a fraction of a bit per pixel for a recognisable picture.
+    bpp = 8 * packed.stat().st_size / (192 * 256)
+    psnr = float(metrics.psnr(image.astype(np.float32), decoded.astype(np.float32)))
+    ms_ssim = float(metrics.ms_ssim(image.astype(np.float32), decoded.astype(np.float32)))
+    assert 0.05 < bpp < 1.0 and psnr > 20.0 and ms_ssim > 0.85, (bpp, psnr, ms_ssim)
