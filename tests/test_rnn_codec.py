@@ -213,7 +213,12 @@ def test_sabr_beats_uniform_iterations_at_the_same_worst_block_quality():
     for t in range(1, model.codec.iterations + 1):
         decoded = model.codec.decompress(model.variables, model.codec.cut_file(full, t))
         worst.append(sabr.block_quality(image, decoded, 16, "psnr").min())
-    target = worst[5]  # what 6 uniform iterations give the worst block
+    # Target what uniform iterations give the worst block at the last iteration that still gains >= 0.5 dB: on
+    # the flat tail of the curve (the shipped model saturates near 8 iterations) the 0.5 dB tolerance below
+    # would span several iterations and the comparison would say little.
+    rising = [t for t in range(1, len(worst)) if worst[t] - worst[t - 1] >= 0.5]
+    assert rising and max(rising) >= 2, worst
+    target = worst[max(rising)]
 
     adaptive = model.codec.compress(model.variables, image, target_quality=float(target)).data
     achieved = sabr.block_quality(image, model.codec.decompress(model.variables, adaptive), 16, "psnr").min()

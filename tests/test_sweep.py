@@ -229,7 +229,7 @@ def test_two_seeds_train_per_seed_report_mean_and_sample_std_and_skip_finished(r
     # A rerun trains and evaluates nothing: every (cell, seed) is finished.
     third = runs["third"]
     assert all(f"k{k}_d0/s{s}: finished earlier, skipped" in third for k in (0, 1) for s in (0, 1))
-    assert "training" not in third
+    assert ": training " not in third
     files, mtimes = runs["mtimes"]
     assert [p.stat().st_mtime_ns for p in files] == mtimes
     assert json.loads((out / "results.json").read_text())["rows"] == rows
@@ -240,7 +240,7 @@ def test_checkpoints_mode_evaluates_every_seed_found_without_training(sweep, run
     shutil.rmtree(out / "k1_d0" / "s1" / "eval")
     text = _run(sweep, [*runs["base"], "--checkpoints"])  # no --seeds: the s<seed> folders found
     assert "k1_d0/s1: finished" not in text and "k0_d0/s1: finished earlier, skipped" in text
-    assert "training" not in text
+    assert ": training " not in text
     assert (out / "k1_d0" / "s1" / "eval" / "rd_by_setting.csv").exists()
     assert json.loads((out / "results.json").read_text())["seeds_per_cell"] == [2]
     assert not math.isnan(json.loads((out / "results.json").read_text())["rows"][0]["bpp_mean"])
