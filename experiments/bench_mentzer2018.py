@@ -63,7 +63,7 @@ def measure(which: str, repeats: int) -> dict:
 
     from lcomp import configs, container, models
     from lcomp.codecs import registry
-    from lcomp.codecs.mentzer2018.context_model import PAD, input_values, pad_value
+    from lcomp.entropy.context3d import PAD, input_values, pad_value
     from lcomp.entropy import schedules
     from lcomp.entropy.range_coding import SymbolEncoder
     from lcomp.entropy.side_info import decode_integer_map, encode_integer_map, mask_from_counts
@@ -114,7 +114,7 @@ def measure(which: str, repeats: int) -> dict:
     # --- decode, part by part ---
     box = container.unpack(blob)
     out["dec_mask"] = _median(lambda: decode_integer_map(box.part("mask"), counts.shape, codec.K + 1), repeats)
-    from lcomp.codecs.mentzer2018.context_model import Wavefront, front_range
+    from lcomp.entropy.context3d import Wavefront, front_range
 
     def wavefront_only():
         wave = Wavefront(codec.context, cm, np.asarray(ae["centers"]), symbols.shape, 0.0)

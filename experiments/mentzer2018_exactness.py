@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lcomp.codecs.mentzer2018.context_model import input_values, pad_value
+from lcomp.entropy.context3d import input_values, pad_value
 
 
 def measure(model, image):

@@ -99,6 +99,7 @@ def base_config() -> ml_collections.ConfigDict:
             check_finite_every=1,  # host check of the loss every N steps (0: only at checkpoints)
             debug_nans=False,  # jax_debug_nans: slow, pinpoints the op that made a NaN
             progress=True,
+            init_from="",  # a workdir or exported model whose parameters start a fresh run (fine-tuning, stages)
         )
     )
     cfg.distributed = ml_collections.ConfigDict(

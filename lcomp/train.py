@@ -380,7 +380,9 @@ class Trainer:
 
         latest = self.checkpoints.latest_step()
         if latest is None:
-            return self.init_state()
+            fresh = self.init_state()
+            source = self.config.train.get("init_from", "")
+            return self._warm_start(fresh, source) if source else fresh
         abstract = abstract_train_state(self.codec, self.config, self.replicated)
         try:
             restored = self.checkpoints.restore(
@@ -391,6 +393,26 @@ class Trainer:
                 f"cannot restore checkpoint {latest} in {self.workdir / CHECKPOINT_DIR}: {exc}"
             ) from exc
         return restored["state"]
+
+    def _warm_start(self, fresh: dict, source) -> dict:
+        """`train.init_from`: a fresh run whose parameters and codec state come from another model (a
+        workdir's latest checkpoint or an exported model), e.g. Li 2018's stage 2 from its stage 1. The
+        optimizer states and the step start fresh. The two models must have identical parameter trees."""
+        from lcomp.models import load_model
+
+        loaded = load_model(source)
+        if loaded.codec.name != self.codec.name:
+            raise ConfigError(f"train.init_from {source} holds a {loaded.codec.name!r} model, this run trains {self.codec.name!r}")
+        for key in ("params", "state"):
+            want = jax.tree.map(lambda x: (tuple(x.shape), str(x.dtype)), fresh[key])
+            have = jax.tree.map(lambda x: (tuple(np.shape(x)), str(np.asarray(x).dtype)), loaded.variables[key])
+            if jax.tree.structure(want) != jax.tree.structure(have) or jax.tree.leaves(want) != jax.tree.leaves(have):
+                raise ConfigError(f"train.init_from {source}: its {key} do not match this model's (other widths?)")
+        log.info("initialised from %s", loaded.label)
+        state = dict(fresh)
+        for key in ("params", "state"):
+            state[key] = jax.device_put(jax.tree.map(jnp.asarray, loaded.variables[key]), self.replicated)
+        return state
 
     # --- the loop -----------------------------------------------------------------------------------------
     def write_config(self) -> None:

@@ -15,7 +15,7 @@ import pytest
 from lcomp import configs, container, data, models, train
 from lcomp.codecs import registry
 from lcomp.codecs.mentzer2018 import importance
-from lcomp.codecs.mentzer2018.context_model import (
+from lcomp.entropy.context3d import (
     MASK_A,
     MASK_B,
     ContextModel,

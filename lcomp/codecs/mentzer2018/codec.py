@@ -3,7 +3,7 @@
     image -> pad to 8 (edge) -> encoder (network.py) -> K latents z + importance y -> mask m (importance.py)
           -> nearest of L learned centers (lcomp.quantize.nearest_center) -> symbols (K, h, w)
           -> count map (channels in use per position) -> side part "mask" (lcomp.entropy.side_info)
-          -> exact context model, ONE dense pass over the volume (context_model.py) -> integer tables
+          -> exact context model, ONE dense pass over the volume (lcomp/entropy/context3d.py) -> integer tables
           -> lcomp.entropy.schedules.encode over the wavefront t = 4c + 2h + w -> stream "symbols"
     file  -> count map -> mask -> wavefront decode (one cached step per front) -> centers -> decoder -> crop
 
@@ -38,7 +38,7 @@ import numpy as np
 from lcomp import container
 from lcomp.codecs.base import Codec
 from lcomp.codecs.mentzer2018 import importance
-from lcomp.codecs.mentzer2018.context_model import (
+from lcomp.entropy.context3d import (
     FREQUENCY_PRECISION,
     ContextModel,
     ContextModelConfig,

@@ -1,4 +1,6 @@
-"""Mentzer et al. 2018's 3D context model `P` (spec mentzer2018 section 5), as an exact integer network.
+"""A 3D masked-convolution context model as an exact integer network: Mentzer et al. 2018's `P` (spec
+mentzer2018 section 5), which Li et al. 2018's codec also uses for its binary code and its importance map's
+bit-planes (L = 2 symbols, `lcomp.codecs.li2018`).
 
 The latent volume (N, K, h, w) is a 3D signal whose depth axis is the latent channel. Four masked (2, 3, 3)
 convolutions (`lcomp.entropy.masks.channel_causal_mask`: A for the first, B for the others) predict L logits
@@ -224,14 +226,15 @@ class Wavefront:
     indices (n, L) of `positions(t)`. Each layer is computed at exactly the coordinates of front t in its
     extent, reading the cached layer below through gathered neighbour indices."""
 
-    def __init__(self, model: ContextModel, params, centers, shape, unsent_value):
+    def __init__(self, model: ContextModel, params, centers, shape, unsent_value, pad=None):
+        """`pad`: the value outside the volume (default `pad_value(centers)`, Mentzer's centers[0])."""
         self.model = model
         self.shape = tuple(int(s) for s in shape)
         depth, height, width = self.shape
         self.layers = _geometry(depth, height, width)
         self.params = params
         self.values = input_values(jnp.asarray(centers), jnp.arange(len(centers)))  # symbol -> input value
-        pad = pad_value(jnp.asarray(centers))
+        pad = pad_value(jnp.asarray(centers)) if pad is None else jnp.float32(pad)
         features = model.config.features
         x = jnp.full(self.layers[0].size, pad, jnp.float32)
         x = x.at[4:, 4:-4, 4:-4].set(jnp.float32(unsent_value))
