@@ -155,7 +155,7 @@ def measure(which: str, repeats: int) -> dict:
     @jax.jit
     def block_logits(p, block):
         # The (5, 9, 9) block of the padded volume around one symbol, through the four VALID layers -> (1, 1, 1).
-        from lcomp.codecs.mentzer2018 import context_model as m
+        from lcomp.entropy import context3d as m
 
         x = m.exact.exact_input(block[None, ..., None], m.INPUT_BITS, m.INPUT_LIMIT)
         a1 = m.exact.relu_to_grid(m.exact.conv(x, p["conv_a"], padding="VALID", taps=m.TAPS_A))

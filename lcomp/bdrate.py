@@ -188,17 +188,24 @@ def point_rate_difference(
     The anchor is fitted as for BD-rate (``cubic``: ln R as a cubic in quality; ``pchip``: monotone
     interpolation of its Pareto front) and evaluated at the test points' qualities; the rate difference is
     ``exp(mean(ln R_test - ln R_anchor(D_test))) - 1``, which is what BD-rate tends to when the overlap
-    shrinks to the test points. The quality difference is the same at the test points' rates. Test points
-    outside the anchor's range are an error (no extrapolation)."""
+    shrinks to the test points. The quality difference is the same at the test points' rates. No
+    extrapolation: the rate difference needs the test qualities inside the anchor's quality range, the quality
+    difference the test rates inside its rate range; the one that cannot be computed is None (a model below the
+    lowest rate the anchor reaches still gets its rate difference), and both out of range is an error."""
     ra, qa = _prepared(anchor_rate, anchor_quality, variant, "anchor", sort_by="quality")
     rt, qt = _as_curve(test_rate, test_quality, "test")
     if rt.size == 0:
         raise LcompError("test curve has no points")
+    outside = []
     for name, values, lo, hi in (("quality", qt, qa.min(), qa.max()), ("rate", rt, ra.min(), ra.max())):
         if values.min() < lo or values.max() > hi:
-            raise LcompError(
+            outside.append(
                 f"test point(s) outside the anchor's {name} range [{lo:.4g}, {hi:.4g}]: {np.round(values, 4).tolist()}"
             )
+    if len(outside) == 2:
+        raise LcompError("; ".join(outside))
+    rate_ok = not outside or not outside[0].startswith("test point(s) outside the anchor's quality")
+    quality_ok = not outside or rate_ok is False
     if variant == "cubic":
         log_rate_at = np.poly1d(np.polyfit(qa, np.log(ra), 3))
         quality_at = np.poly1d(np.polyfit(np.log(ra), qa, 3))
@@ -208,17 +215,23 @@ def point_rate_difference(
         log_rate_at = PchipInterpolator(qa, np.log(ra))
         order = np.argsort(ra)
         quality_at = PchipInterpolator(np.log(ra[order]), qa[order])
-    rate_value = (math.exp(float(np.mean(np.log(rt) - log_rate_at(qt)))) - 1.0) * 100.0
-    quality_value = float(np.mean(qt - quality_at(np.log(rt))))
     note = (
         f"test has {rt.size} point(s): rate difference at equal quality against the anchor's {variant} fit, "
         "not a BD integral"
     )
+    if outside:
+        note += f"; {'quality' if rate_ok else 'rate'} difference not computed: {outside[0]}"
     points = (ra.size, rt.size)
-    return (
-        BDResult(rate_value, "rate", variant, quality_axis, (float(qt.min()), float(qt.max())), points, note),
-        BDResult(quality_value, "quality", variant, quality_axis, (float(rt.min()), float(rt.max())), points, note),
-    )
+    rate_result = quality_result = None
+    if rate_ok:
+        rate_value = (math.exp(float(np.mean(np.log(rt) - log_rate_at(qt)))) - 1.0) * 100.0
+        rate_result = BDResult(rate_value, "rate", variant, quality_axis, (float(qt.min()), float(qt.max())),
+                               points, note)
+    if quality_ok:
+        quality_value = float(np.mean(qt - quality_at(np.log(rt))))
+        quality_result = BDResult(quality_value, "quality", variant, quality_axis, (float(rt.min()), float(rt.max())),
+                                  points, note)
+    return rate_result, quality_result
 
 
 # --- tables --------------------------------------------------------------------------------------------------
@@ -277,17 +290,18 @@ def bd_table(
             except LcompError as exc:
                 rows.append(BDRow(name, anchor, quality_axis, variant, None, None, None, None, None, None, str(exc)))
                 continue
+            first = rate_result or quality_result
             rows.append(
                 BDRow(
                     name,
                     anchor,
                     quality_axis,
                     variant,
-                    rate_result.value,
-                    quality_result.value,
-                    *rate_result.overlap,
-                    *rate_result.points,
-                    rate_result.warning or "",
+                    rate_result.value if rate_result else None,
+                    quality_result.value if quality_result else None,
+                    *(rate_result.overlap if rate_result else (None, None)),
+                    *first.points,
+                    first.warning or "",
                 )
             )
     return rows
@@ -318,13 +332,13 @@ def format_bd_markdown(rows: Sequence[BDRow]) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        if r.bd_rate is None:
+        if r.bd_rate is None and r.bd_quality is None:
             numbers = "| – | – | – | – "
         else:
-            numbers = (
-                f"| {r.bd_rate:+.2f} % | {r.bd_quality:+.3f} | [{r.overlap_lo:.4g}, {r.overlap_hi:.4g}] "
-                f"| {r.points_anchor}/{r.points_test} "
-            )
+            rate = "–" if r.bd_rate is None else f"{r.bd_rate:+.2f} %"
+            quality = "–" if r.bd_quality is None else f"{r.bd_quality:+.3f}"
+            overlap = "–" if r.overlap_lo is None else f"[{r.overlap_lo:.4g}, {r.overlap_hi:.4g}]"
+            numbers = f"| {rate} | {quality} | {overlap} | {r.points_anchor}/{r.points_test} "
         lines.append(f"| {r.test} | {r.anchor} | {r.quality_axis} | {r.variant} {numbers}| {r.note} |")
     return "\n".join(lines) + "\n"
 

@@ -177,5 +177,16 @@ def test_point_rate_difference_single_model(variant):
     assert rate_result.points == (5, 1) and "not a BD integral" in rate_result.warning
     with pytest.raises(LcompError, match="outside the anchor"):
         point_rate_difference(r, q, [0.1], [25.0], variant=variant)
+    # Below the anchor's lowest rate but inside its quality range: the rate difference only.
+    low_rate, no_quality = point_rate_difference(r, q, [0.1], [31.0], variant=variant)
+    assert no_quality is None and low_rate.value == pytest.approx((0.1 / (0.2 * np.exp(0.3))) * 100 - 100, abs=0.5)
+    assert "quality difference not computed" in low_rate.warning
+    # Inside the rate range, above its best quality: the quality difference only.
+    no_rate, high_quality = point_rate_difference(r, q, [0.3], [40.0], variant=variant)
+    assert no_rate is None and high_quality.value > 0
+    rows = bd_table({"anchor": (r, q), "low": ([0.1], [31.0])}, "anchor", variants=[variant])
+    assert rows[0].bd_rate == pytest.approx(low_rate.value) and rows[0].bd_quality is None
+    line = format_bd_markdown(rows).splitlines()[2]
+    assert f"{low_rate.value:+.2f} %" in line and "| – |" in line
     rows = bd_table({"anchor": (r, q), "one": ([0.1], [25.0])}, "anchor", variants=[variant])
     assert rows[0].bd_rate is None and "outside the anchor" in rows[0].note
