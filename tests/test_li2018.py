@@ -439,3 +439,24 @@ def test_cli_compress_decompress_info(tiny_model, photo, tmp_path, capsys):
     box = container.unpack(packed.read_bytes())
     assert "li2018" in text and "map" in text and "code" in text
     assert str(len(box.part("map"))) in text and str(len(box.part("code"))) in text
+
+
+def test_the_shipped_model_through_the_command_line(tmp_path, capsys):
+    """`lcomp compress --codec li2018` codes with the shipped model; `decompress` finds it from the file."""
+    from lcomp import cli, metrics
+
+    model = models.load_shipped("li2018")
+    image = np.ascontiguousarray(data.EmbeddedSource(split="eval")[0][:192, :256])
+    source, packed, out = tmp_path / "in.png", tmp_path / "x.lcomp", tmp_path / "out.png"
+    data.save_image(source, image)
+    assert cli.main(["compress", "--codec", "li2018", str(source), str(packed)]) == 0
+    assert container.unpack(packed.read_bytes()).header.fingerprint == model.fingerprint
+    assert cli.main(["decompress", str(packed), str(out)]) == 0  # no --checkpoint: the file names its model
+    decoded = data.load_image(out)
+    np.testing.assert_array_equal(decoded, model.codec.decompress(model.variables, packed.read_bytes()))
+    # A trained stage-2 model: a map that varies with the content, a fraction of a bit per pixel, a picture.
+    _, q, kept = model.codec.analyse(model.variables, image)
+    assert len(np.unique(q)) > 2 and 0.1 < kept.mean() < 0.9
+    bpp = 8 * packed.stat().st_size / (192 * 256)
+    psnr = float(metrics.psnr(image.astype(np.float32), decoded.astype(np.float32)))
+    assert 0.03 < bpp < 0.5 and psnr > 19.0, (bpp, psnr)
