@@ -25,35 +25,14 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 KODAK_SHAPE = (512, 768)
 
 
 def _median(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+    from lcomp.bench import _timed  # median of `repeats` calls after one warm-up: the library's bench timer
 
-
-def _peak_rss_mb() -> float:
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def _matmul_gflops():
-    import jax
-    import jax.numpy as jnp
-
-    a = jnp.ones((2048, 2048), jnp.float32)
-    f = jax.jit(jnp.dot)
-    seconds = _median(lambda: f(a, a).block_until_ready(), 3)
-    return 2 * 2048**3 / seconds / 1e9
+    return _timed(fn, repeats)
 
 
 def measure(which: str, repeats: int) -> dict:
@@ -62,6 +41,7 @@ def measure(which: str, repeats: int) -> dict:
     import numpy as np
 
     from lcomp import configs, container, data, models
+    from lcomp.bench import _peak_rss_mb, bench_matmul
     from lcomp.codecs import registry
     from lcomp.codecs.li2018 import importance
     from lcomp.codecs.li2018.codec import UNSENT, VALUES
@@ -81,7 +61,7 @@ def measure(which: str, repeats: int) -> dict:
     pads = ((0, max(h - photo.shape[0], 0)), (0, max(w - photo.shape[1], 0)), (0, 0))
     image = np.ascontiguousarray(np.pad(photo, pads, mode="reflect")[:h, :w])
     ae, cm = v["params"]["autoencoder"], v["params"]["context_model"]
-    out = {"model": which, "gflops_matmul": _matmul_gflops()}
+    out = {"model": which, "gflops_matmul": bench_matmul(quick=True)["matmul_gflops"]}
 
     blob = codec.compress(v, image).data
     codec.decompress(v, blob)

@@ -196,16 +196,16 @@ def point_rate_difference(
     rt, qt = _as_curve(test_rate, test_quality, "test")
     if rt.size == 0:
         raise LcompError("test curve has no points")
-    outside = []
+    outside = {}
     for name, values, lo, hi in (("quality", qt, qa.min(), qa.max()), ("rate", rt, ra.min(), ra.max())):
         if values.min() < lo or values.max() > hi:
-            outside.append(
+            outside[name] = (
                 f"test point(s) outside the anchor's {name} range [{lo:.4g}, {hi:.4g}]: {np.round(values, 4).tolist()}"
             )
     if len(outside) == 2:
-        raise LcompError("; ".join(outside))
-    rate_ok = not outside or not outside[0].startswith("test point(s) outside the anchor's quality")
-    quality_ok = not outside or rate_ok is False
+        raise LcompError("; ".join(outside.values()))
+    rate_ok = "quality" not in outside  # the rate difference is read at the test qualities
+    quality_ok = "rate" not in outside  # the quality difference at the test rates
     if variant == "cubic":
         log_rate_at = np.poly1d(np.polyfit(qa, np.log(ra), 3))
         quality_at = np.poly1d(np.polyfit(np.log(ra), qa, 3))
@@ -219,8 +219,8 @@ def point_rate_difference(
         f"test has {rt.size} point(s): rate difference at equal quality against the anchor's {variant} fit, "
         "not a BD integral"
     )
-    if outside:
-        note += f"; {'quality' if rate_ok else 'rate'} difference not computed: {outside[0]}"
+    for name, reason in outside.items():
+        note += f"; {'quality' if name == 'rate' else 'rate'} difference not computed: {reason}"
     points = (ra.size, rt.size)
     rate_result = quality_result = None
     if rate_ok:
