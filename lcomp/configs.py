@@ -86,6 +86,12 @@ def base_config() -> ml_collections.ConfigDict:
             seed=0,
             prefetch=2,
             permute_channels=False,  # shuffle R, G, B per training example (augmentation)
+            rotate90=False,  # turn each example by a random multiple of 90 degrees (augmentation)
+            # Procedural dead-leaves images mixed into the batches (lcomp.data.dead_leaves): the fraction of
+            # examples drawn from them (0: none), how many distinct images and their side.
+            dead_leaves_fraction=0.0,
+            dead_leaves_count=2000,
+            dead_leaves_size=128,
         )
     )
     cfg.optim = ml_collections.ConfigDict({"autoencoder": optimizer_config()})

@@ -232,6 +232,12 @@ class Trainer:
         if spec["source"] == "kodak" or (spec.get("path") and pathlib.Path(spec["path"]).resolve() == kodak):
             raise ConfigError("Kodak is the evaluation set: never train on it (choose another data.source)")
         source = data.make_source(spec)
+        fraction = cfg.get("dead_leaves_fraction", 0.0)
+        synthetic = None
+        if fraction:
+            synthetic = data.DeadLeavesSource(
+                count=cfg.get("dead_leaves_count", 2000), size=cfg.get("dead_leaves_size", 128), seed=cfg.seed
+            )
         return data.TrainBatches(
             source,
             patch_size=cfg.patch_size,
@@ -240,6 +246,9 @@ class Trainer:
             process_index=jax.process_index(),
             process_count=jax.process_count(),
             permute_channels=cfg.get("permute_channels", False),
+            rotate90=cfg.get("rotate90", False),
+            synthetic_source=synthetic,
+            synthetic_fraction=fraction,
         )
 
     def init_state(self) -> dict:

@@ -798,3 +798,95 @@ def test_channel_permutation_keeps_crops_and_is_deterministic():
     # The same crops and flips, only the channel order differs (and it does for some example).
     np.testing.assert_array_equal(np.sort(permuted, axis=-1), np.sort(plain, axis=-1))
     assert any(not np.array_equal(p, q) for p, q in zip(permuted, plain))
+
+
+def test_rotate90_keeps_crops_turns_some_and_is_deterministic():
+    from lcomp.data import ArraySource, TrainBatches
+
+    rng = np.random.default_rng(1)
+    source = ArraySource([rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)])
+    plain = TrainBatches(source, 16, 16, seed=3).batch(2)["image"]
+    turned = TrainBatches(source, 16, 16, seed=3, rotate90=True).batch(2)["image"]
+    np.testing.assert_array_equal(turned, TrainBatches(source, 16, 16, seed=3, rotate90=True).batch(2)["image"])
+    turns = []
+    for p, q in zip(plain, turned):
+        matches = [k for k in range(4) if np.array_equal(np.rot90(p, k), q)]
+        assert matches, "a turned example is not a rotation of the plain one"
+        turns.append(matches[0])
+    assert len(set(turns)) >= 3  # 16 uniform draws from 4 turns: fewer than 3 distinct has probability < 1e-5
+
+
+def test_synthetic_source_mix_fraction_and_off_switch():
+    from lcomp.data import ArraySource, TrainBatches
+
+    photos = ArraySource([np.full((40, 40, 3), 200, np.uint8)])
+    synthetic = ArraySource([np.full((40, 40, 3), 10, np.uint8)])
+    plain = TrainBatches(photos, 8, 64, seed=5).batch(1)["image"]
+    # fraction 0: the synthetic source is never drawn and the batches are exactly those without it
+    off = TrainBatches(photos, 8, 64, seed=5, synthetic_source=synthetic, synthetic_fraction=0.0).batch(1)["image"]
+    np.testing.assert_array_equal(off, plain)
+    only = TrainBatches(photos, 8, 64, seed=5, synthetic_source=synthetic, synthetic_fraction=1.0).batch(1)["image"]
+    assert (only == 10).all()
+    half = TrainBatches(photos, 8, 64, seed=5, synthetic_source=synthetic, synthetic_fraction=0.5)
+    from_synthetic = [int((example == 10).all()) for example in half.batch(1)["image"]]
+    assert 16 <= sum(from_synthetic) <= 48  # Binomial(64, 1/2): outside [16, 48] has probability < 1e-4
+    np.testing.assert_array_equal(half.batch(1)["image"], half.batch(1)["image"])
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(synthetic_fraction=1.5),
+        dict(synthetic_fraction=-0.1),
+        dict(synthetic_fraction="half"),
+        dict(synthetic_fraction=0.5),  # no synthetic source
+    ],
+)
+def test_bad_synthetic_settings(noise_source, kwargs):
+    with pytest.raises(ConfigError):
+        data.TrainBatches(noise_source, 8, 4, seed=0, **kwargs)
+
+
+def test_dead_leaves_images_are_deterministic_varied_and_photo_like():
+    first = data.dead_leaves_image(np.random.default_rng([0, 3]), 96, r_min=2)
+    assert first.shape == (96, 96, 3) and first.dtype == np.uint8
+    np.testing.assert_array_equal(first, data.dead_leaves_image(np.random.default_rng([0, 3]), 96, r_min=2))
+    other = data.dead_leaves_image(np.random.default_rng([0, 4]), 96, r_min=2)
+    assert not np.array_equal(first, other)
+    slopes = []
+    for image in (first, other):
+        grey = image.astype(np.float64).mean(axis=-1)
+        assert len(np.unique(image.reshape(-1, 3), axis=0)) > 200  # many colours, not a few flat discs
+        power = np.abs(np.fft.fftshift(np.fft.fft2(grey - grey.mean()))) ** 2
+        y, x = np.indices(power.shape)
+        radius = np.hypot(y - 48, x - 48).astype(int)
+        profile = np.bincount(radius.ravel(), power.ravel()) / np.bincount(radius.ravel())
+        freqs = np.arange(2, 45)
+        slopes.append(np.polyfit(np.log(freqs), np.log(profile[freqs]), 1)[0])
+    # Photographs have power spectra close to 1/f^2; white noise would give 0, a smooth ramp far below -4.
+    assert -4.5 < np.mean(slopes) < -1.5, slopes
+
+
+def test_dead_leaves_source_and_bad_radii():
+    source = data.DeadLeavesSource(count=3, size=32, seed=7)
+    assert len(source) == 3 and source.names[0] == "dead_leaves_7_00000"
+    np.testing.assert_array_equal(source[1], data.dead_leaves_image(np.random.default_rng([7, 1]), 32, r_min=2))
+    assert source[2].shape == (32, 32, 3)
+    with pytest.raises(ConfigError):
+        data.dead_leaves_image(np.random.default_rng(0), 32, r_min=20, r_max=10)
+    with pytest.raises(ConfigError):
+        data.DeadLeavesSource(count=0)
+
+
+def test_trainer_mixes_dead_leaves_when_configured(tmp_path):
+    from lcomp import train
+    from tests.toy_codec import toy_config
+
+    cfg = toy_config(num_steps=1)
+    cfg.data.dead_leaves_fraction = 0.5
+    cfg.data.dead_leaves_count = 4
+    cfg.data.dead_leaves_size = 32
+    cfg.data.rotate90 = True
+    batches = train.Trainer(cfg, tmp_path)._default_batches()
+    assert isinstance(batches.synthetic_source, data.DeadLeavesSource) and len(batches.synthetic_source) == 4
+    assert batches.synthetic_fraction == 0.5 and batches.rotate90

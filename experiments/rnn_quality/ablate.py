@@ -71,8 +71,9 @@ STUDIES: dict[str, list[tuple[str, list[str]]]] = {
         ("lstm", ["model.network.cell=lstm"]),
         ("lstm_additive", ["model.network.cell=lstm", "model.network.reconstruction=additive"]),
     ],
-    # layer widths at the tiny config's data settings: the small (shipped) widths, and the tiny widths with only
-    # the last decoder layers widened (4 -> 8 features per pixel after the final depth_to_space)
+    # layer widths at the tiny config's data settings: the small widths (decoder GRUs 64/64/32/16), and the tiny
+    # widths with only the last two decoder GRUs widened (16/8 -> 32/32: 2 -> 8 features per output pixel after
+    # the final depth_to_space)
     "width": [
         ("tiny_widths", []),
         ("small_widths", ["model.network.encoder_conv_features=16", "model.network.encoder_rnn_features=(32,64,64)",
@@ -87,6 +88,20 @@ STUDIES: dict[str, list[tuple[str, list[str]]]] = {
                          "optim.autoencoder.decay_steps=1400"]),
         ("cosine_5e-3", ["optim.autoencoder.schedule=cosine", "optim.autoencoder.warmup_steps=100",
                          "optim.autoencoder.decay_steps=1400", "optim.autoencoder.learning_rate=5e-3"]),
+    ],
+    # training data: the seven embedded photographs (channel-permuted, flipped), with random 90-degree turns, mixed
+    # half and half with procedural dead-leaves images (lcomp.data.dead_leaves), and dead leaves alone
+    "data": [
+        ("embedded", []),
+        ("embedded_rot90", ["data.rotate90=True"]),
+        ("dead_leaves_half_rot90", ["data.rotate90=True", "data.dead_leaves_fraction=0.5"]),
+        ("dead_leaves_only", ["data.rotate90=True", "data.dead_leaves_fraction=1.0"]),
+    ],
+    # patch and batch size at the tiny widths (tiny default: 8 patches of 32x32)
+    "patch_batch": [
+        ("patch32_batch8", []),
+        ("patch48_batch8", ["data.patch_size=48"]),
+        ("patch32_batch16", ["data.batch_size=16"]),
     ],
     "learning_rate": [
         ("lr_2e-3", []),

@@ -11,6 +11,8 @@ Modules, in the order a newcomer meets them (everything public is re-exported he
   (:func:`verify_kodak`, built on :func:`verify_sha256sums`, which any folder with a ``SHA256SUMS`` can use).
 - ``batches``: training batches (:class:`TrainBatches`): a batch is a pure function of ``(seed, step)``, so a
   resumed run sees exactly the batches an uninterrupted run would have seen.
+- ``dead_leaves``: procedural training images with natural-image statistics (:func:`dead_leaves_image`,
+  :class:`DeadLeavesSource`), mixed into batches with ``TrainBatches(synthetic_source=...)``.
 - ``padding``: :func:`pad_to_multiple` and :func:`crop`, which codecs use around their networks.
 
 Decisions that affect pixel values (each is documented again where it is implemented):
@@ -26,6 +28,7 @@ Decisions that affect pixel values (each is documented again where it is impleme
 """
 
 from lcomp.data.batches import TrainBatches
+from lcomp.data.dead_leaves import DeadLeavesSource, dead_leaves_image
 from lcomp.data.images import MAX_PIXELS, load_image, save_image
 from lcomp.data.kodak import KODAK_ENV_VAR, kodak_dir, verify_kodak, verify_sha256sums
 from lcomp.data.padding import crop, pad_to_multiple
@@ -62,6 +65,8 @@ __all__ = [
     "verify_sha256sums",
     "kodak_source",
     "TrainBatches",
+    "DeadLeavesSource",
+    "dead_leaves_image",
     "pad_to_multiple",
     "crop",
     "eval_images",

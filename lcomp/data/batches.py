@@ -46,6 +46,14 @@ class TrainBatches:
       hard_patch_fraction: None, or a fraction in (0, 1].
       permute_channels: shuffle R, G, B of every example (one of the 6 orders, uniformly). A small training
         set (the embedded photographs) then covers hues it lacks; a codec must code every colour.
+      rotate90: turn every example by a uniformly drawn multiple of 90 degrees (with the flip: all 8
+        symmetries of the square), so a few photographs also teach edges and textures at other orientations.
+      synthetic_source, synthetic_fraction: with ``synthetic_fraction=f > 0``, each example comes from
+        ``synthetic_source`` (e.g. :class:`~lcomp.data.dead_leaves.DeadLeavesSource`) with probability ``f``
+        and from ``source`` otherwise; ``f = 1`` trains on the synthetic source alone.
+
+    Each optional draw (the source choice first, then channel order, then rotation) is made only when its
+    option is on, so turning an option off gives exactly the batches of a run without it.
     """
 
     def __init__(
@@ -58,6 +66,9 @@ class TrainBatches:
         process_count: int = 1,
         hard_patch_fraction: float | None = None,
         permute_channels: bool = False,
+        rotate90: bool = False,
+        synthetic_source: ImageSource | None = None,
+        synthetic_fraction: float = 0.0,
     ):
         patch_size = integer_setting("patch_size", patch_size, minimum=1)
         batch_size = integer_setting("batch_size", batch_size, minimum=1)
@@ -72,7 +83,18 @@ class TrainBatches:
             raise ConfigError("the training source has no images")
         if hard_patch_fraction is not None and not 0.0 < float(hard_patch_fraction) <= 1.0:
             raise ConfigError(f"hard_patch_fraction must be in (0, 1], got {hard_patch_fraction!r}")
+        try:
+            synthetic_fraction = float(synthetic_fraction)
+        except (TypeError, ValueError):
+            raise ConfigError(f"synthetic_fraction must be a number in [0, 1], got {synthetic_fraction!r}") from None
+        if not 0.0 <= synthetic_fraction <= 1.0:
+            raise ConfigError(f"synthetic_fraction must be in [0, 1], got {synthetic_fraction!r}")
+        if synthetic_fraction > 0 and (synthetic_source is None or len(synthetic_source) == 0):
+            raise ConfigError("synthetic_fraction > 0 needs a synthetic_source with images")
         self.source = source
+        self.synthetic_source = synthetic_source
+        self.synthetic_fraction = synthetic_fraction
+        self.rotate90 = bool(rotate90)
         self.patch_size = patch_size
         self.batch_size = batch_size
         self.seed = seed
@@ -112,19 +134,24 @@ class TrainBatches:
 
     def _example(self, step: int, example_index: int) -> np.ndarray:
         rng = np.random.default_rng([self.seed, step, example_index])
+        source = self.source
+        if self.synthetic_fraction > 0 and rng.random() < self.synthetic_fraction:
+            source = self.synthetic_source
         if self.candidates_per_example == 1:
-            patch = self._random_crop(rng)
+            patch = self._random_crop(rng, source)
         else:
-            candidates = [self._random_crop(rng) for _ in range(self.candidates_per_example)]
+            candidates = [self._random_crop(rng, source) for _ in range(self.candidates_per_example)]
             patch = max(candidates, key=_compressed_size)  # first of equals wins: deterministic
         if rng.random() < 0.5:
             patch = patch[:, ::-1]
         if self.permute_channels:  # drawn last, so the crops and flips are the same with or without it
             patch = patch[..., rng.permutation(3)]
-        return patch
+        if self.rotate90:
+            patch = np.rot90(patch, k=int(rng.integers(4)))
+        return np.ascontiguousarray(patch)
 
-    def _random_crop(self, rng: np.random.Generator) -> np.ndarray:
-        image = self.source[int(rng.integers(len(self.source)))]
+    def _random_crop(self, rng: np.random.Generator, source: ImageSource) -> np.ndarray:
+        image = source[int(rng.integers(len(source)))]
         height, width = image.shape[:2]
         size = self.patch_size
         top = int(rng.integers(max(height - size, 0) + 1))
