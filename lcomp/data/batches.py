@@ -148,7 +148,7 @@ class TrainBatches:
             patch = patch[..., rng.permutation(3)]
         if self.rotate90:
             patch = np.rot90(patch, k=int(rng.integers(4)))
-        return np.ascontiguousarray(patch)
+        return patch  # a view: batch() copies it into its array
 
     def _random_crop(self, rng: np.random.Generator, source: ImageSource) -> np.ndarray:
         image = source[int(rng.integers(len(source)))]

@@ -6,7 +6,7 @@ The dead-leaves model (Matheron 1968; Lee, Mumford & Huang 2001) stacks opaque s
 it is an established way to get image-restoration networks that generalise to photographs (Achddou et al.
 2021, "Synthetic images as a regularity prior for image restoration neural networks"). lcomp uses it to
 complement the few embedded photographs, whose late-iteration detail a recurrent coder otherwise memorises
-(experiments/results/rnn_quality/data).
+(experiments/results/rnn_quality/FINDINGS.md: j18_v3 against j18_v2).
 
 Each image is a pure function of ``(seed, index)``. Beyond flat discs, which would make every edge a perfect
 step, each leaf gets a linear shading ramp and, with some probability, a sinusoidal texture; the image is
@@ -23,10 +23,11 @@ from lcomp.data.sources import ImageSource
 from lcomp.errors import ConfigError
 
 
-def dead_leaves_image(rng: np.random.Generator, size: int, r_min: float = 1.0, r_max: float | None = None) -> np.ndarray:
+def dead_leaves_image(rng: np.random.Generator, size: int, r_min: float = 2.0, r_max: float | None = None) -> np.ndarray:
     """One dead-leaves image, uint8 ``(size, size, 3)``, drawn with ``rng``.
 
-    ``r_min``/``r_max`` are leaf radii in output pixels (``r_max`` defaults to half the image side).
+    ``r_min``/``r_max`` are leaf radii in output pixels (``r_max`` defaults to half the image side). The
+    default ``r_min = 2``: smaller leaves are sub-pixel speckle after the blur, and they double the cost.
     """
     size = integer_setting("size", size, minimum=8)
     scale = 2  # render at 2x, then box-downsample: anti-aliased occlusion edges
@@ -107,7 +108,6 @@ class DeadLeavesSource(ImageSource):
 
     def __init__(self, count: int = 2000, size: int = 128, seed: int = 0, r_min: float = 2.0, cache: bool = True):
         self.count = integer_setting("count", count, minimum=1)
-        # r_min = 2 output pixels: leaves below that are sub-pixel speckle after the blur, and halve the cost.
         self.r_min = float(r_min)
         self.size = integer_setting("size", size, minimum=8)
         self.seed = integer_setting("seed", seed, minimum=0)
