@@ -7,7 +7,7 @@
     lcomp info       FILE
     lcomp eval       (--codec NAME | --checkpoint DIR) [--images DIR] --out DIR
     lcomp plot       SOURCE... --out FILE.png          RD curves of eval folders and published curves
-    lcomp bdrate     SOURCE... --anchor SOURCE [--out STEM]   BD-rate table (Markdown, CSV)
+    lcomp bdrate     SOURCE... --anchor SOURCE [--label NAME...] [--out STEM]   BD-rate table (Markdown, CSV)
     lcomp demo       [--codec NAME] train a tiny model on the embedded photographs, then compress and plot
     lcomp bench      [--codec NAME | --config SPEC] speed and memory of a codec's paper-size model
 

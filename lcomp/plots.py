@@ -167,6 +167,28 @@ def _add_source_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", default="kodak", choices=DATASETS, help="data set of the published curves")
     parser.add_argument("--colour", default="rgb", choices=COLOURS, help="metric on RGB or on luma (Y)")
     parser.add_argument("--rule", default="A", choices=("A", "B"), help="aggregation rule of evaluation folders")
+    parser.add_argument(
+        "--label", action="append", metavar="NAME",
+        help="a short name for each SOURCE, in order (tables, legends); names two evaluations of one codec apart",
+    )  # fmt: skip
+
+
+def _source_names(args: argparse.Namespace) -> list[str | None]:
+    """The `--label` of each SOURCE (None: the source's own name); one per SOURCE or none at all."""
+    if not args.label:
+        return [None] * len(args.sources)
+    if len(args.label) != len(args.sources):
+        raise LcompError(
+            f"--label given {len(args.label)} times for {len(args.sources)} sources: give one per SOURCE, in order"
+        )
+    return list(args.label)
+
+
+def renamed(curve: LabelledCurve, name: str | None) -> LabelledCurve:
+    """``curve`` under the short name ``name`` (legends start with it); unchanged for None."""
+    if name is None:
+        return curve
+    return dataclasses.replace(curve, name=name, label=f"{name}: {curve.label}")
 
 
 def add_plot_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -189,12 +211,13 @@ def run_plot(args: argparse.Namespace) -> int:
     curves_by_metric = {}
     for metric in metrics:
         curves = []
-        for source in args.sources:
+        for source, name in zip(args.sources, _source_names(args)):
             curve = load_source(source, metric, dataset=args.dataset, colour=args.colour, rule=args.rule)
-            curves.append(curve)
+            curves.append(renamed(curve, name))
             if args.estimated and not curve.published:
                 try:
-                    curves.append(load_source(source, metric, colour=args.colour, rule="A", rate="estimated"))
+                    estimated = load_source(source, metric, colour=args.colour, rule="A", rate="estimated")
+                    curves.append(renamed(estimated, name))
                 except LcompError:
                     pass  # classical codecs have no estimate
         curves_by_metric[metric] = curves
@@ -232,7 +255,7 @@ def bd_rows(
     curves = {anchor.name: (anchor.bpp, anchor.quality)}
     for curve in tests:
         if curve.name in curves:
-            raise LcompError(f"two sources are both called {curve.name!r}; give distinct evaluation folders")
+            raise LcompError(f"two sources are both called {curve.name!r}; name them apart with --label (and --anchor-label)")
         curves[curve.name] = (curve.bpp, curve.quality)
     rows = bd_table(curves, anchor.name, variants=variants, quality_axis=f"{metric} ({colour.upper()})")
     by_name = {c.name: c for c in tests}
@@ -250,6 +273,7 @@ def add_bdrate_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     parser.add_argument(
         "--anchor", required=True, metavar="SOURCE", help="the reference curve (evaluation folder or published curve)"
     )
+    parser.add_argument("--anchor-label", metavar="NAME", help="a short name for the anchor (see --label)")
     parser.add_argument(
         "--metric", default="ms_ssim_db", choices=("psnr", "ms_ssim_db", "ms_ssim"), help="quality axis (default: ms_ssim_db)"
     )
@@ -263,8 +287,12 @@ def add_bdrate_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
 
 def run_bdrate(args: argparse.Namespace) -> int:
     options = dict(dataset=args.dataset, colour=args.colour, rule=args.rule)
-    anchor = load_source(args.anchor, args.metric, **options)
-    tests = [load_source(s, args.metric, **options) for s in args.sources if s != args.anchor]
+    anchor = renamed(load_source(args.anchor, args.metric, **options), args.anchor_label)
+    tests = [
+        renamed(load_source(source, args.metric, **options), name)
+        for source, name in zip(args.sources, _source_names(args))
+        if source != args.anchor
+    ]
     variants = VARIANTS if args.variant == "both" else (args.variant,)
     rows = bd_rows(anchor, tests, args.metric, colour=args.colour, variants=variants)
     print(f"anchor: {anchor.label}")

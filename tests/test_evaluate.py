@@ -379,3 +379,25 @@ def test_bdrate_command(jpeg_eval_folders, tmp_path, capsys):
     csv_lines = (tmp_path / "bd.csv").read_text().splitlines()
     assert len(csv_lines) == 1 + 3 * 2
     assert (tmp_path / "bd.md").read_text().startswith("| Test | Anchor |")
+
+
+def test_bdrate_labels_name_two_evaluations_of_one_codec_apart(jpeg_eval_folders, tmp_path, capsys):
+    import shutil
+
+    from lcomp.plots import add_bdrate_arguments, add_plot_arguments, run_bdrate, run_plot
+
+    before = tmp_path / "jpeg420_before"
+    shutil.copytree(jpeg_eval_folders["jpeg420"], before)
+    argv = [str(before), "--anchor", str(jpeg_eval_folders["jpeg420"]), "--metric", "psnr", "--variant", "cubic"]
+    with pytest.raises(LcompError, match="both called 'jpeg420'.*--label"):
+        _run_command(add_bdrate_arguments, run_bdrate, argv)
+    with pytest.raises(LcompError, match="--label given 2 times for 1 sources"):
+        _run_command(add_bdrate_arguments, run_bdrate, argv + ["--label", "a", "--label", "b"])
+    capsys.readouterr()
+    assert _run_command(add_bdrate_arguments, run_bdrate, argv + ["--label", "before", "--anchor-label", "now"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| before | now |"))
+    assert float(row.split("|")[5].strip().rstrip("%").strip()) == pytest.approx(0.0, abs=1e-6)  # same curve
+    out = tmp_path / "rd.png"
+    plot_argv = [str(before), str(jpeg_eval_folders["jpeg420"]), "--label", "before", "--label", "now"]
+    assert _run_command(add_plot_arguments, run_plot, plot_argv + ["--metric", "psnr", "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
