@@ -86,7 +86,7 @@ def main(argv=None):
     layers = len(next(iter(per_image.values()))[0]["z"])
     head = " | ".join(f"z D{i + 1}" for i in range(layers)) + " | " + " | ".join(
         f"dh/h D{i + 1}" for i in range(layers)) + " | " + " | ".join(f"sat D{i + 1}" for i in range(layers))
-    lines = [f"Decoder states of `{args.checkpoint}` ({model.source}); mean over {', '.join(per_image)} "
+    lines = [f"Decoder states of `{args.checkpoint}` ({model.source}, model {model.fingerprint.hex()}); mean over {', '.join(per_image)} "
              "(256x256 centre crops).", "",
              f"| t | {head} | image change RMS | residual RMS |", "|" + "---|" * (3 * layers + 3)]
     for t in range(T):

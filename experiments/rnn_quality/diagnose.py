@@ -49,8 +49,9 @@ def heldout_images(crop: int, kodak_count: int):
     if kodak_count:
         try:
             kodak = data.kodak_source()
-            for i in range(min(kodak_count, len(kodak))):
-                out.append((f"kodim{i + 1:02d}", kodak[i * max(1, len(kodak) // kodak_count)]))
+            stride = max(1, len(kodak) // kodak_count)  # spread over the set: kodim01, 07, 13, 19 of 24
+            for index in range(0, min(kodak_count * stride, len(kodak)), stride):
+                out.append((f"kodim{index + 1:02d}", kodak[index]))
         except Exception as error:  # Kodak absent: the embedded eval photographs only
             print(f"diagnose: no Kodak images ({error})", file=sys.stderr)
     crops = []
@@ -161,7 +162,7 @@ def run(checkpoint: str, crop: int = 256, kodak_count: int = 4, seed: int = 0, g
         per_image[name] = image_stats(net, params, image, key)
         print(f"  {name}: PSNR " + " ".join(f"{p:.2f}" for p in per_image[name]["psnr"]), flush=True)
     mean = {k: np.mean([v[k] for v in per_image.values()], axis=0).tolist() for k in next(iter(per_image.values()))}
-    result = {"checkpoint": checkpoint, "source": model.source, "crop": crop, "images": list(per_image),
+    result = {"checkpoint": checkpoint, "source": model.source, "fingerprint": model.fingerprint.hex(), "crop": crop, "images": list(per_image),
               "per_image": per_image, "mean": mean}
     if grad:
         result["training_batch"] = training_signal(model, key)
@@ -173,7 +174,7 @@ def markdown(result) -> str:
     tb = result.get("training_batch")
     T = len(m["psnr"])
     lines = [
-        f"Diagnostics of `{result['checkpoint']}` ({result['source']}); held-out {result['crop']}px centre crops: "
+        f"Diagnostics of `{result['checkpoint']}` ({result['source']}, model {result['fingerprint']}); held-out {result['crop']}px centre crops: "
         + ", ".join(result["images"]) + ".",
         "",
         "| t | PSNR (dB) | gain | PSNR, train-mode bits | mean abs(u) | abs(u)<0.1 | abs(u)<0.3 | expected flips | "

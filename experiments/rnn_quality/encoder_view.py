@@ -108,7 +108,7 @@ def run(checkpoint: str, crop: int = 128, kodak: int = 2):
         for k in rows:
             rows[k].append(per[k])
     mean = {k: np.mean(v, axis=0).tolist() for k, v in rows.items()}
-    return {"checkpoint": checkpoint, "source": model.source, "crop": crop, "images": [n for n, _ in images],
+    return {"checkpoint": checkpoint, "source": model.source, "fingerprint": model.fingerprint.hex(), "crop": crop, "images": [n for n, _ in images],
             "network": {k: getattr(net.config, k) for k in ("encoder_conv_features", "encoder_rnn_features")},
             "per_image": rows, "mean": mean}
 
@@ -116,7 +116,7 @@ def run(checkpoint: str, crop: int = 128, kodak: int = 2):
 def markdown(result) -> str:
     m = result["mean"]
     lines = [
-        f"Encoder view of `{result['checkpoint']}` ({result['source']}; E-Conv "
+        f"Encoder view of `{result['checkpoint']}` ({result['source']}, model {result['fingerprint']}; E-Conv "
         f"{result['network']['encoder_conv_features']} features, E-RNN "
         f"{list(result['network']['encoder_rnn_features'])}); {result['crop']}px crops: {', '.join(result['images'])}.",
         "Fraction of the encoder input's energy (the residual r_{t-1}) outside the row space of the Jacobian of "

@@ -8,6 +8,10 @@ reconstructions at every iteration on the held-out and training crops of ``ablat
 photographs and four Kodak images; six crops of the training photographs), then writes ``learning_curve.md``
 (PSNR at iterations 1, 2, 4, 8, 16 per step, gains, and a log-linear extrapolation of PSNR@16 over steps)
 and ``learning_curve.png``.
+
+A run that continues another (``train.init_from``, e.g. ``continue_shipped.sh``) counts its steps from 0: give
+``--step-offset N`` (the steps the starting model was trained) and ``--before DIR`` (that model's own
+learning-curve folder) to see both runs on one step axis; the fit and the end-of-run slope then use this run only.
 """
 
 from __future__ import annotations
@@ -65,6 +69,8 @@ def main(argv=None):
     parser.add_argument("workdir")
     parser.add_argument("--out", required=True)
     parser.add_argument("--every", type=int, default=1, help="measure every n-th kept step (always the last)")
+    parser.add_argument("--step-offset", type=int, default=0, help="steps the starting model had (train.init_from)")
+    parser.add_argument("--before", help="learning-curve folder of the run this one continues (shown first)")
     args = parser.parse_args(argv)
     workdir = pathlib.Path(args.workdir)
     out = pathlib.Path(args.out)
@@ -89,21 +95,38 @@ def main(argv=None):
         print(f"step {step}: held-out PSNR@1 {s['psnr_1']:.2f} @8 {s['psnr_8']:.2f} @16 {s['psnr_16']:.2f}", flush=True)
     cache["held_out_images"] = crops[0]
     cache_path.write_text(json.dumps(cache))
-    measured = sorted(int(s) for s in cache["steps"])
-    lines = [f"Learning curve of `{workdir}` ({config.codec}); deterministic reconstructions, mean PSNR (dB) "
-             f"over held-out 256x256 crops ({', '.join(crops[0])}) and six training crops.", "",
-             "| step | PSNR@1 | @2 | @4 | @8 | @16 | gain 1->16 | gain 8->16 | min gain/iter | train @1 | train @16 |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    # Points on one step axis: this run's checkpoints after the offset, and the run it continues up to it.
+    points = {args.step_offset + int(s): v for s, v in cache["steps"].items()}
+    this_run = sorted(points)
+    if args.before:
+        earlier = json.loads((pathlib.Path(args.before) / "learning_curve.json").read_text())["steps"]
+        points = {**{int(s): v for s, v in earlier.items() if int(s) <= args.step_offset}, **points}
+    measured = sorted(points)
+    continued = f", continuing `{args.before}` from its step {args.step_offset}" if args.before else ""
+    lines = [f"Learning curve of `{workdir}` ({config.codec}{continued}); deterministic reconstructions, mean PSNR "
+             f"(dB) over held-out 256x256 crops ({', '.join(crops[0])}) and six training crops.", "",
+             "| step | run | PSNR@1 | @2 | @4 | @8 | @16 | gain 1->16 | gain 8->16 | min gain/iter | train @1 | train @16 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for step in measured:
-        h = summarise(np.asarray(cache["steps"][str(step)]["held_out"]))
-        t = summarise(np.asarray(cache["steps"][str(step)]["train"]))
-        lines.append(f"| {step} | {h['psnr_1']:.2f} | {h['psnr_2']:.2f} | {h['psnr_4']:.2f} | {h['psnr_8']:.2f} | "
+        h = summarise(np.asarray(points[step]["held_out"]))
+        t = summarise(np.asarray(points[step]["train"]))
+        run = "this" if step in this_run else "before"
+        lines.append(f"| {step} | {run} | {h['psnr_1']:.2f} | {h['psnr_2']:.2f} | {h['psnr_4']:.2f} | {h['psnr_8']:.2f} | "
                      f"{h['psnr_16']:.2f} | {h['gain_1_16']:+.2f} | {h['gain_8_16']:+.2f} | {h['min_gain']:+.3f} | "
                      f"{t['psnr_1']:.2f} | {t['psnr_16']:.2f} |")
-    if len(measured) >= 4:
-        last = measured[-1]
+    if len(this_run) >= 4:
+        # Is quality still rising where this run stops? The change over its last quarter of steps.
+        end, start = this_run[-1], min(s for s in this_run if s >= this_run[-1] - (this_run[-1] - this_run[0]) / 4)
+        if start < end:
+            h_end, h_start = summarise(np.asarray(points[end]["held_out"])), summarise(np.asarray(points[start]["held_out"]))
+            lines.append("")
+            lines.append(f"End of this run (steps {start} -> {end}): held-out PSNR@1 {h_end['psnr_1'] - h_start['psnr_1']:+.2f} dB, "
+                         f"@8 {h_end['psnr_8'] - h_start['psnr_8']:+.2f}, @16 {h_end['psnr_16'] - h_start['psnr_16']:+.2f}, "
+                         f"gain 8->16 {h_start['gain_8_16']:+.2f} -> {h_end['gain_8_16']:+.2f}.")
+    if len(this_run) >= 4:
+        last = this_run[-1]
         for t_index, label in ((0, "PSNR@1"), (-1, "PSNR@16")):
-            fit = extrapolate(measured, [cache["steps"][str(s)]["held_out"][t_index] for s in measured],
+            fit = extrapolate(this_run, [points[s]["held_out"][t_index] for s in this_run],
                               [2 * last, 10 * last, 100 * last])
             if fit:
                 lines.append("")
@@ -122,19 +145,21 @@ def main(argv=None):
     fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.5))
     cmap = plt.get_cmap("viridis")
     for i, step in enumerate(measured):
-        curve = cache["steps"][str(step)]["held_out"]
+        curve = points[step]["held_out"]
         a.plot(range(1, len(curve) + 1), curve, color=cmap(i / max(1, len(measured) - 1)), label=f"step {step}")
     a.set_xlabel("iteration")
     a.set_ylabel("held-out PSNR (dB)")
     a.set_title("PSNR per iteration, one curve per checkpoint")
     a.grid(alpha=0.3)
     a.legend(fontsize=6, ncol=2)
-    T = len(cache["steps"][str(measured[-1])]["held_out"])
+    T = len(points[measured[-1]]["held_out"])
     for t, style in ((1, ":"), (2, "-."), (4, "--"), (8, "-"), (T, "-")):
-        b.plot(measured, [cache["steps"][str(s)]["held_out"][t - 1] for s in measured], style, marker=".",
+        b.plot(measured, [points[s]["held_out"][t - 1] for s in measured], style, marker=".",
                label=f"held-out t={t}")
-    b.plot(measured, [cache["steps"][str(s)]["train"][T - 1] for s in measured], "k--", alpha=0.5,
+    b.plot(measured, [points[s]["train"][T - 1] for s in measured], "k--", alpha=0.5,
            label=f"train t={T}")
+    if args.step_offset and args.before:
+        b.axvline(args.step_offset, color="grey", lw=0.8, alpha=0.6)  # where this run takes over
     b.set_xscale("log")
     b.set_xlabel("training step")
     b.set_ylabel("PSNR (dB)")
