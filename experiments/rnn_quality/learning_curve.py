@@ -11,7 +11,8 @@ and ``learning_curve.png``.
 
 A run that continues another (``train.init_from``, e.g. ``continue_shipped.sh``) counts its steps from 0: give
 ``--step-offset N`` (the steps the starting model was trained) and ``--before DIR`` (that model's own
-learning-curve folder) to see both runs on one step axis; the fit and the end-of-run slope then use this run only.
+learning-curve folder) to see both runs on one step axis; a least-squares slope per 1000 steps over this run (from
+the starting model, when ``--before`` measured it) then replaces the log-step extrapolation.
 """
 
 from __future__ import annotations
@@ -64,6 +65,15 @@ def extrapolate(steps, values, to_steps):
     return {"slope_db_per_doubling": float(b * np.log(2)), **{str(s): float(a + b * np.log(s)) for s in to_steps}}
 
 
+def linear_slope(steps, values):
+    """Least-squares slope of value against step and its standard error."""
+    x, y = np.asarray(steps, float), np.asarray(values, float)
+    slope, intercept = np.polyfit(x, y, 1)
+    residuals = y - (intercept + slope * x)
+    se = np.sqrt(np.sum(residuals**2) / max(1, len(x) - 2) / np.sum((x - x.mean()) ** 2))
+    return float(slope), float(se)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("workdir")
@@ -114,16 +124,20 @@ def main(argv=None):
         lines.append(f"| {step} | {run} | {h['psnr_1']:.2f} | {h['psnr_2']:.2f} | {h['psnr_4']:.2f} | {h['psnr_8']:.2f} | "
                      f"{h['psnr_16']:.2f} | {h['gain_1_16']:+.2f} | {h['gain_8_16']:+.2f} | {h['min_gain']:+.3f} | "
                      f"{t['psnr_1']:.2f} | {t['psnr_16']:.2f} |")
-    if len(this_run) >= 4:
-        # Is quality still rising where this run stops? The change over its last quarter of steps.
-        end, start = this_run[-1], min(s for s in this_run if s >= this_run[-1] - (this_run[-1] - this_run[0]) / 4)
-        if start < end:
-            h_end, h_start = summarise(np.asarray(points[end]["held_out"])), summarise(np.asarray(points[start]["held_out"]))
-            lines.append("")
-            lines.append(f"End of this run (steps {start} -> {end}): held-out PSNR@1 {h_end['psnr_1'] - h_start['psnr_1']:+.2f} dB, "
-                         f"@8 {h_end['psnr_8'] - h_start['psnr_8']:+.2f}, @16 {h_end['psnr_16'] - h_start['psnr_16']:+.2f}, "
-                         f"gain 8->16 {h_start['gain_8_16']:+.2f} -> {h_end['gain_8_16']:+.2f}.")
-    if len(this_run) >= 4:
+    if args.step_offset and len(this_run) >= 4:
+        # A continuation spans too little of log(step) for the fit below: is quality still rising over it?
+        # Least-squares slope against steps, with its standard error (checkpoint-to-checkpoint jitter).
+        fitted = ([args.step_offset] if args.step_offset in points and args.step_offset not in this_run else []) + this_run
+        lines.append("")
+        lines.append(f"Over this run (steps {fitted[0]}-{fitted[-1]}), least-squares slope per 1000 steps +- its "
+                     "standard error:")
+        for key, label in (("psnr_1", "PSNR@1"), ("psnr_8", "PSNR@8"), ("psnr_16", "PSNR@16"),
+                           ("gain_8_16", "gain 8->16"), ("min_gain", "min gain/iter")):
+            values = [summarise(np.asarray(points[s]["held_out"]))[key] for s in fitted]
+            slope, se = linear_slope(fitted, values)
+            lines.append(f"- {label}: {1000 * slope:+.3f} +- {1000 * se:.3f} dB"
+                         f"{' (rising)' if slope > 2 * se else ' (flat within the jitter)' if abs(slope) <= 2 * se else ' (falling)'}")
+    if not args.step_offset and len(this_run) >= 4:
         last = this_run[-1]
         for t_index, label in ((0, "PSNR@1"), (-1, "PSNR@16")):
             fit = extrapolate(this_run, [points[s]["held_out"][t_index] for s in this_run],
@@ -161,6 +175,12 @@ def main(argv=None):
     if args.step_offset and args.before:
         b.axvline(args.step_offset, color="grey", lw=0.8, alpha=0.6)  # where this run takes over
     b.set_xscale("log")
+    from matplotlib.ticker import FixedLocator, NullFormatter, ScalarFormatter
+
+    ticks = [t for t in (250, 500, 1000, 2000, 4000, 8000, 16000, 32000) if measured[0] <= t <= measured[-1]]
+    b.xaxis.set_major_locator(FixedLocator(ticks))  # plain step numbers, no overlapping 10^x minor labels
+    b.xaxis.set_major_formatter(ScalarFormatter())
+    b.xaxis.set_minor_formatter(NullFormatter())
     b.set_xlabel("training step")
     b.set_ylabel("PSNR (dB)")
     b.set_title("PSNR vs training steps")
