@@ -1,0 +1,97 @@
+"""Two learning curves of runs that differ in one setting, compared step by step.
+
+    python experiments/rnn_quality/compare_curves.py experiments/results/rnn_quality/j18_additive \
+        --baseline experiments/results/rnn_quality/j18_v5 --out experiments/results/rnn_quality/j18_additive
+
+Both folders hold a ``learning_curve.json`` of ``learning_curve.py``. A run made with
+``retrain_shipped.sh WORKDIR --config.X=Y`` has the same seed, data order and learning-rate schedule as the
+baseline, so at every step both measured, the difference is the setting's effect (plus checkpoint jitter, which
+the baseline's own step-to-step changes show). Writes ``comparison.md`` and ``comparison.png`` to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from ablate import summarise  # noqa: E402
+
+COLUMNS = (("psnr_1", "PSNR@1"), ("psnr_8", "PSNR@8"), ("psnr_16", "PSNR@16"), ("gain_8_16", "gain 8->16"),
+           ("min_gain", "min gain/iter"))  # fmt: skip
+
+
+def load(folder: pathlib.Path) -> dict[int, dict]:
+    steps = json.loads((folder / "learning_curve.json").read_text())["steps"]
+    return {int(step): summarise(np.asarray(value["held_out"])) for step, value in steps.items()}
+
+
+def iterations_adding(folder: pathlib.Path, step: int, threshold: float = 0.15) -> int:
+    """How many of the first iterations each add at least ``threshold`` dB (the first always counts)."""
+    psnr = json.loads((folder / "learning_curve.json").read_text())["steps"][str(step)]["held_out"]
+    count = 1
+    for gain in np.diff(psnr):
+        if gain < threshold:
+            break
+        count += 1
+    return count
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", type=pathlib.Path, help="learning-curve folder of the variant")
+    parser.add_argument("--baseline", type=pathlib.Path, required=True, help="learning-curve folder of the baseline")
+    parser.add_argument("--name", help="the variant's name in the table (default: its folder's name)")
+    parser.add_argument("--out", type=pathlib.Path, required=True)
+    args = parser.parse_args(argv)
+    name, base_name = args.name or args.run.name, args.baseline.name
+    run, base = load(args.run), load(args.baseline)
+    common = sorted(set(run) & set(base))
+    if not common:
+        parser.error(f"{args.run} and {args.baseline} share no measured step")
+    lines = [f"{name} against {base_name} at the steps both measured (held-out crops, deterministic "
+             "reconstructions, PSNR in dB); each cell: variant / baseline (difference).", "",
+             "| step | " + " | ".join(label for _, label in COLUMNS) + " | iterations adding >= 0.15 dB |",
+             "|---|" + "---|" * (len(COLUMNS) + 1)]
+    for step in common:
+        cells = [f"{run[step][key]:.2f} / {base[step][key]:.2f} ({run[step][key] - base[step][key]:+.2f})"
+                 for key, _ in COLUMNS]
+        adding = f"{iterations_adding(args.run, step)} / {iterations_adding(args.baseline, step)}"
+        lines.append(f"| {step} | " + " | ".join(cells) + f" | {adding} |")
+    half = common[len(common) // 2 :]
+    lines.append("")
+    lines.append(f"Mean difference over the later half of the common steps ({half[0]}-{half[-1]}, {len(half)} points): "
+                 + ", ".join(f"{label} {np.mean([run[s][key] - base[s][key] for s in half]):+.2f}"
+                             for key, label in COLUMNS) + ".")
+    text = "\n".join(lines) + "\n"
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "comparison.md").write_text(text)
+    print(text)
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    for ax, (key, label) in zip(axes, (("psnr_16", "PSNR@16 (dB)"), ("gain_8_16", "gain 8->16 (dB)"),
+                                        ("min_gain", "smallest per-iteration gain (dB)"))):
+        ax.plot(common, [base[s][key] for s in common], "o-", ms=3, label=base_name)
+        ax.plot(common, [run[s][key] for s in common], "s-", ms=3, label=name)
+        ax.set_xlabel("training step")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{name} against {base_name}: held-out crops, same seed and data order")
+    fig.tight_layout()
+    fig.savefig(args.out / "comparison.png", dpi=110)
+    plt.close(fig)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
