@@ -25,20 +25,16 @@ COLUMNS = (("psnr_1", "PSNR@1"), ("psnr_8", "PSNR@8"), ("psnr_16", "PSNR@16"), (
            ("min_gain", "min gain/iter"))  # fmt: skip
 
 
-def load(folder: pathlib.Path) -> dict[int, dict]:
+def load(folder: pathlib.Path) -> dict[int, np.ndarray]:
+    """Held-out PSNR per iteration at every measured step."""
     steps = json.loads((folder / "learning_curve.json").read_text())["steps"]
-    return {int(step): summarise(np.asarray(value["held_out"])) for step, value in steps.items()}
+    return {int(step): np.asarray(value["held_out"]) for step, value in steps.items()}
 
 
-def iterations_adding(folder: pathlib.Path, step: int, threshold: float = 0.15) -> int:
+def iterations_adding(psnr: np.ndarray, threshold: float = 0.15) -> int:
     """How many of the first iterations each add at least ``threshold`` dB (the first always counts)."""
-    psnr = json.loads((folder / "learning_curve.json").read_text())["steps"][str(step)]["held_out"]
-    count = 1
-    for gain in np.diff(psnr):
-        if gain < threshold:
-            break
-        count += 1
-    return count
+    below = np.flatnonzero(np.diff(psnr) < threshold)
+    return int(below[0]) + 1 if below.size else len(psnr)
 
 
 def main(argv=None) -> int:
@@ -49,7 +45,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=pathlib.Path, required=True)
     args = parser.parse_args(argv)
     name, base_name = args.name or args.run.name, args.baseline.name
-    run, base = load(args.run), load(args.baseline)
+    run_psnr, base_psnr = load(args.run), load(args.baseline)
+    run = {s: summarise(v) for s, v in run_psnr.items()}
+    base = {s: summarise(v) for s, v in base_psnr.items()}
     common = sorted(set(run) & set(base))
     if not common:
         parser.error(f"{args.run} and {args.baseline} share no measured step")
@@ -60,7 +58,7 @@ def main(argv=None) -> int:
     for step in common:
         cells = [f"{run[step][key]:.2f} / {base[step][key]:.2f} ({run[step][key] - base[step][key]:+.2f})"
                  for key, _ in COLUMNS]
-        adding = f"{iterations_adding(args.run, step)} / {iterations_adding(args.baseline, step)}"
+        adding = f"{iterations_adding(run_psnr[step])} / {iterations_adding(base_psnr[step])}"
         lines.append(f"| {step} | " + " | ".join(cells) + f" | {adding} |")
     half = common[len(common) // 2 :]
     lines.append("")
