@@ -262,6 +262,25 @@ def test_config_from_mapping_and_validation():
             RNNCoderConfig(**bad)
     assert RNNCoderConfig(reconstruction="residual_scaling").pad_multiple == 32
     assert RNNCoderConfig().pad_multiple == 16
+    assert RNNCoderConfig(reconstruction="residual_scaling", gain_block=16).pad_multiple == 16
+    with pytest.raises(ConfigError, match="gain_block"):
+        RNNCoderConfig(reconstruction="residual_scaling", gain_block=24)
+
+
+def test_residual_scaling_gain_block_16_fits_48_pixel_patches():
+    """gain_block=16: one gain per 16x16 block (one stride-2 conv fewer), so 48-pixel patches are valid."""
+    image = _image((1, 48, 48, 3))
+    with pytest.raises(ImageError):  # the port's G needs multiples of 32
+        RNNCoderNetwork(RNNCoderConfig.tiny(reconstruction="residual_scaling")).check_image_shape(image.shape)
+    net = RNNCoderNetwork(RNNCoderConfig.tiny(reconstruction="residual_scaling", gain_block=16))
+    params = jax.jit(net.init, static_argnums=1)(jax.random.key(1), image.shape)
+    assert sorted(params["gain"]) == ["conv_0", "conv_1", "conv_2", "conv_3"]
+    gain = net.gain.apply({"params": params["gain"]}, image)
+    assert gain.shape == (1, 3, 3, 1) and bool(jnp.all(gain >= 1.0))
+    joint = jax.jit(lambda p, x: net.run_iterations(p, x, 3))(params, image)
+    np.testing.assert_allclose(jax.jit(net.decode_iterations)(params, joint.bits), joint.reconstructions, atol=1e-6)
+    # The first update is the decoder output divided by g_0 = 1; later ones by G's per-block gains.
+    assert not np.allclose(joint.reconstructions[1], joint.reconstructions[0])
 
 
 def test_image_shape_is_checked():

@@ -25,6 +25,7 @@ PAPER_NETWORK = dict(
     priming_steps=0,
     diffusion_steps=0,
     use_bias=False,  # the ports use no bias anywhere (rnn_quality/bias: with biases)
+    gain_block=32,  # residual scaling only: pixels per gain (32: the Boyyeo port; 16 fits 48-pixel patches)
     train_binarizer="stochastic",  # spec 5; "deterministic": the test-time sign in training too (straight-through)
 )
 

@@ -10,8 +10,9 @@ Data flow of one iteration ``t = 1..T`` (spec rnn_coder sections 2-3)::
     x_hat_t = x_hat_{t-1} + D(b_t)          additive  (gamma = 1)
     x_hat_t = x_hat_{t-1} + D(b_t) / ZOH(g_{t-1}),  g_t = G(x_hat_t)     residual_scaling (UNVERIFIED)
 
-Images are float ``N x H x W x 3`` in ``[-0.5, 0.5]`` with ``H, W`` multiples of 16 (32 for residual
-scaling). Every iteration emits ``32 * (H/16) * (W/16) = H*W/8`` bits, i.e. 1/8 bpp before entropy coding.
+Images are float ``N x H x W x 3`` in ``[-0.5, 0.5]`` with ``H, W`` multiples of 16 (of ``gain_block``,
+32 by default, for residual scaling). Every iteration emits ``32 * (H/16) * (W/16) = H*W/8`` bits, i.e.
+1/8 bpp before entropy coding.
 
 Priming and diffusion (J18 section 9.3; the mechanics are not confirmed by the paper, these are lcomp's
 definitions, switched by ``priming_steps`` and ``diffusion_steps``):
@@ -66,7 +67,7 @@ __all__ = [
 ]
 
 _RECONSTRUCTIONS = ("one_shot", "additive", "residual_scaling")
-_GAIN_BLOCK = 32  # the gain estimator's five stride-2 convolutions give one gain per 32x32 block
+_GAIN_BLOCKS = (8, 16, 32, 64)  # gain_block: pixels per gain along each axis (one stride-2 conv per halving)
 _ACTIVATIONS = ("auto", "half_tanh", "tanh", "none")
 
 
@@ -107,6 +108,9 @@ class RNNCoderConfig:
     remat: bool = False  # jax.checkpoint each iteration: less memory in backprop, ~1/3 more compute
     gain_features: int = 32  # residual scaling: width of the gain estimator G
     gain_stop_gradient: bool = True  # residual scaling: G sees stop_gradient(x_hat) (G itself still trains)
+    # Residual scaling: pixels per gain along each axis. 32 is the Boyyeo port's G (five stride-2 convs);
+    # 16 drops one of its 3x3 convs, so the shipped model's 48-pixel training patches fit (rnn_quality/j18_rscale).
+    gain_block: int = 32
     # The binarizer in training: "stochastic" (T16/T17: +1 with probability (1+u)/2, spec 5) or
     # "deterministic" (where(u >= 0, 1, -1), the test-time binarizer, with the same straight-through gradient).
     train_binarizer: str = "stochastic"
@@ -164,6 +168,8 @@ class RNNCoderConfig:
         for name in ("priming_steps", "diffusion_steps"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0")
+        if self.gain_block not in _GAIN_BLOCKS:
+            raise ConfigError(f"gain_block must be one of {_GAIN_BLOCKS}, got {self.gain_block!r}")
 
     @property
     def downsampling(self) -> int:
@@ -174,7 +180,7 @@ class RNNCoderConfig:
     def pad_multiple(self) -> int:
         """Image sides must be multiples of this (residual scaling's gain map needs one more halving)."""
         if self.reconstruction == "residual_scaling":
-            return max(self.downsampling, _GAIN_BLOCK)
+            return max(self.downsampling, self.gain_block)
         return self.downsampling
 
     @property
@@ -287,18 +293,19 @@ class RNNDecoder(nn.Module):
 class GainEstimator(nn.Module):
     """Residual scaling's gain network G (spec 2.3, from the Boyyeo port; UNVERIFIED against T17).
 
-    Four 3x3 stride-2 convs (ELU) and a 2x2 stride-2 conv to one channel, ELU + 2, so ``g >= 1``: one
-    gain per 32x32 block.
+    ``log2(block) - 1`` 3x3 stride-2 convs (ELU) and a 2x2 stride-2 conv to one channel, ELU + 2, so
+    ``g >= 1``: one gain per ``block x block`` block (the port: four convs, ``block = 32``).
     """
 
     features: int = 32
+    block: int = 32
 
     @nn.compact
     def __call__(self, image: Array) -> Array:
         x = image
-        for i in range(4):
+        for i in range(self.block.bit_length() - 2):
             x = nn.elu(Conv2D(self.features, (3, 3), strides=2, name=f"conv_{i}")(x))
-        return nn.elu(Conv2D(1, (2, 2), strides=2, name="conv_4")(x)) + 2.0
+        return nn.elu(Conv2D(1, (2, 2), strides=2, name=f"conv_{self.block.bit_length() - 2}")(x)) + 2.0
 
 
 class IterationOutputs(NamedTuple):
@@ -334,7 +341,7 @@ class RNNCoderNetwork:
         self.config = config or RNNCoderConfig()
         self.encoder = RNNEncoder(self.config)
         self.decoder = RNNDecoder(self.config)
-        self.gain = GainEstimator(self.config.gain_features) if self._scaling else None
+        self.gain = GainEstimator(self.config.gain_features, self.config.gain_block) if self._scaling else None
 
     @property
     def _scaling(self) -> bool:
@@ -414,21 +421,22 @@ class RNNCoderNetwork:
             return decoded, None
         if mode == "additive":
             return previous + decoded, None
-        reconstruction = previous + decoded / _zero_order_hold(gain, _GAIN_BLOCK)
+        reconstruction = previous + decoded / _zero_order_hold(gain, self.config.gain_block)
         gain_input = lax.stop_gradient(reconstruction) if self.config.gain_stop_gradient else reconstruction
         return reconstruction, self.gain.apply({"params": params["gain"]}, gain_input)
 
     def _encoder_input(self, image: Array, reconstruction: Array, gain: Array | None) -> Array:
         residual = image - reconstruction
         if gain is not None:
-            residual = residual * _zero_order_hold(gain, _GAIN_BLOCK)
+            residual = residual * _zero_order_hold(gain, self.config.gain_block)
         return residual
 
     def _initial_carry(self, batch: int, height: int, width: int):
         reconstruction = jnp.zeros((batch, height, width, 3), jnp.float32)
         gain = None
         if self._scaling:
-            gain = jnp.ones((batch, height // _GAIN_BLOCK, width // _GAIN_BLOCK, 1), jnp.float32)  # g_0 = 1
+            block = self.config.gain_block
+            gain = jnp.ones((batch, height // block, width // block, 1), jnp.float32)  # g_0 = 1
         return reconstruction, gain
 
     def _extra_steps(self, iteration_index: int) -> int:
