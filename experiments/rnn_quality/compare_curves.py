@@ -7,6 +7,10 @@ Both folders hold a ``learning_curve.json`` of ``learning_curve.py``. A run made
 ``retrain_shipped.sh WORKDIR --config.X=Y`` has the same seed, data order and learning-rate schedule as the
 baseline, so at every step both measured, the difference is the setting's effect (plus checkpoint jitter, which
 the baseline's own step-to-step changes show). Writes ``comparison.md`` and ``comparison.png`` to ``--out``.
+
+``--bits-ratio K`` compares a variant that sends K times the baseline's bits per iteration (e.g.
+``--config.model.network.bits_per_position=128 --config.model.network.iterations=4`` against 32 x 16) at equal
+raw rate: the variant's iteration t against the baseline's iteration K*t (rnn_quality/bits_per_iteration).
 """
 
 from __future__ import annotations
@@ -43,9 +47,17 @@ def main(argv=None) -> int:
     parser.add_argument("--baseline", type=pathlib.Path, required=True, help="learning-curve folder of the baseline")
     parser.add_argument("--name", help="the variant's name in the table (default: its folder's name)")
     parser.add_argument("--out", type=pathlib.Path, required=True)
+    parser.add_argument("--bits-ratio", type=int, default=1,
+                        help="the variant sends this many times the baseline's bits per iteration: compare at equal rate")
     args = parser.parse_args(argv)
     name, base_name = args.name or args.run.name, args.baseline.name
     run_psnr, base_psnr = load(args.run), load(args.baseline)
+    if args.bits_ratio > 1:
+        common = sorted(set(run_psnr) & set(base_psnr))
+        if not common:
+            parser.error(f"{args.run} and {args.baseline} share no measured step")
+        compare_at_equal_rate(run_psnr, base_psnr, common, args.bits_ratio, name, base_name, args.out)
+        return 0
     run = {s: summarise(v) for s, v in run_psnr.items()}
     base = {s: summarise(v) for s, v in base_psnr.items()}
     common = sorted(set(run) & set(base))
@@ -89,6 +101,64 @@ def main(argv=None) -> int:
     fig.savefig(args.out / "comparison.png", dpi=110)
     plt.close(fig)
     return 0
+
+
+def compare_at_equal_rate(run_psnr, base_psnr, common, ratio, name, base_name, out: pathlib.Path) -> None:
+    """Table and plot: the variant's iteration t against the baseline's iteration ratio*t (same raw bits)."""
+    T = min(len(run_psnr[common[0]]), len(base_psnr[common[0]]) // ratio)
+    base_t = [ratio * t for t in range(1, T + 1)]
+    lines = [f"{name} ({ratio} x the bits per iteration) against {base_name} at equal raw rate: the variant's "
+             f"iteration t beside the baseline's iteration {ratio}t, at the steps both measured (held-out crops, "
+             "deterministic reconstructions, PSNR in dB); each cell: variant / baseline (difference).", "",
+             "| step | " + " | ".join(f"{name} @{t} vs {base_name} @{ratio * t}" for t in range(1, T + 1))
+             + f" | {base_name} @{base_t[-1]} - @{base_t[-2] if T > 1 else 1} | {name} @{T} - @{max(1, T - 1)} |",
+             "|---|" + "---|" * (T + 2)]
+    for step in common:
+        run, base = run_psnr[step], base_psnr[step]
+        cells = [f"{run[t - 1]:.2f} / {base[ratio * t - 1]:.2f} ({run[t - 1] - base[ratio * t - 1]:+.2f})"
+                 for t in range(1, T + 1)]
+        last_base_gain = base[base_t[-1] - 1] - base[(base_t[-2] if T > 1 else 1) - 1]
+        last_run_gain = run[T - 1] - run[max(1, T - 1) - 1]
+        lines.append(f"| {step} | " + " | ".join(cells) + f" | {last_base_gain:+.2f} | {last_run_gain:+.2f} |")
+    half = common[len(common) // 2 :]
+    lines.append("")
+    lines.append(f"Mean difference over the later half of the common steps ({half[0]}-{half[-1]}, {len(half)} points): "
+                 + ", ".join(f"@{t} vs @{ratio * t} {np.mean([run_psnr[s][t - 1] - base_psnr[s][ratio * t - 1] for s in half]):+.2f}"
+                             for t in range(1, T + 1)) + ".")
+    text = "\n".join(lines) + "\n"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "comparison.md").write_text(text)
+    print(text)
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.5))
+    last = common[-1]
+    bpp_base = [t / 8 for t in range(1, len(base_psnr[last]) + 1)]  # 32 bits per 16x16 block = 1/8 bpp
+    a.plot(bpp_base, base_psnr[last], "o-", ms=3, label=f"{base_name} (iterations 1-{len(base_psnr[last])})")
+    a.plot([ratio * t / 8 for t in range(1, len(run_psnr[last]) + 1)], run_psnr[last], "s-", ms=4,
+           label=f"{name} (iterations 1-{len(run_psnr[last])})")
+    a.set_xlabel("raw rate (bpp, before entropy coding)")
+    a.set_ylabel("held-out PSNR (dB)")
+    a.set_title(f"step {last}")
+    a.grid(alpha=0.3)
+    a.legend(fontsize=8)
+    for t, style in ((1, "--"), (T, "-")):
+        b.plot(common, [base_psnr[s][ratio * t - 1] for s in common], style, marker="o", ms=3,
+               label=f"{base_name} @{ratio * t}")
+        b.plot(common, [run_psnr[s][t - 1] for s in common], style, marker="s", ms=3, label=f"{name} @{t}")
+    b.set_xlabel("training step")
+    b.set_ylabel("held-out PSNR (dB)")
+    b.set_title("equal raw rate against training steps")
+    b.grid(alpha=0.3)
+    b.legend(fontsize=8)
+    fig.suptitle(f"{name} against {base_name} at equal raw rate: held-out crops, same seed and data order")
+    fig.tight_layout()
+    fig.savefig(out / "comparison.png", dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -167,7 +167,8 @@ def main(argv=None):
     a.grid(alpha=0.3)
     a.legend(fontsize=6, ncol=2)
     T = len(points[measured[-1]]["held_out"])
-    for t, style in ((1, ":"), (2, "-."), (4, "--"), (8, "-"), (T, "-")):
+    # Iterations 1, 2, 4, 8 and the last, those the run has (a run of fewer than 16 iterations: rnn_quality/j18_t4b128).
+    for t, style in sorted({t: s for t, s in ((1, ":"), (2, "-."), (4, "--"), (8, "-"), (T, "-")) if t <= T}.items()):
         b.plot(measured, [points[s]["held_out"][t - 1] for s in measured], style, marker=".",
                label=f"held-out t={t}")
     b.plot(measured, [points[s]["train"][T - 1] for s in measured], "k--", alpha=0.5,
