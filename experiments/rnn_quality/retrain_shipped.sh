@@ -5,7 +5,10 @@
 # 1750), 4000 steps, keeping every 250th checkpoint for the learning curve. Resumable: rerun after a kill.
 # Pinned to one core and one XLA thread (the project's shared 2-core machine); CORE picks it (default 1).
 # Extra arguments after WORKDIR are further config overrides (a controlled variant of this recipe: same seed,
-# same data order), e.g. --config.model.network.reconstruction=additive (rnn_quality/j18_additive).
+# same data order), e.g. --config.model.network.reconstruction=additive (rnn_quality/j18_additive);
+# --config.model.network.reconstruction=residual_scaling --config.model.network.gain_block=16 (j18_rscale);
+# --config.model.network.iterations=4 --config.model.network.bits_per_position=128 (j18_t4b128, then
+# compare_curves.py --bits-ratio 4).
 #   sh experiments/rnn_quality/retrain_shipped.sh [WORKDIR [--config.X=Y ...]]
 # Then: python experiments/rnn_quality/learning_curve.py WORKDIR --out experiments/results/rnn_quality/j18_v5
 #       python experiments/export_model.py WORKDIR lcomp/zoo/johnston2018
