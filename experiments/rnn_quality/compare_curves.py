@@ -10,7 +10,7 @@ the baseline's own step-to-step changes show). Writes ``comparison.md`` and ``co
 
 ``--bits-ratio K`` compares a variant that sends K times the baseline's bits per iteration (e.g.
 ``--config.model.network.bits_per_position=128 --config.model.network.iterations=4`` against 32 x 16) at equal
-raw rate: the variant's iteration t against the baseline's iteration K*t (rnn_quality/bits_per_iteration).
+raw rate: the variant's iteration t against the baseline's iteration K*t (rnn_quality/j18_t4b128).
 """
 
 from __future__ import annotations
@@ -52,17 +52,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     name, base_name = args.name or args.run.name, args.baseline.name
     run_psnr, base_psnr = load(args.run), load(args.baseline)
+    common = sorted(set(run_psnr) & set(base_psnr))
+    if not common:
+        parser.error(f"{args.run} and {args.baseline} share no measured step")
     if args.bits_ratio > 1:
-        common = sorted(set(run_psnr) & set(base_psnr))
-        if not common:
-            parser.error(f"{args.run} and {args.baseline} share no measured step")
         compare_at_equal_rate(run_psnr, base_psnr, common, args.bits_ratio, name, base_name, args.out)
         return 0
     run = {s: summarise(v) for s, v in run_psnr.items()}
     base = {s: summarise(v) for s, v in base_psnr.items()}
-    common = sorted(set(run) & set(base))
-    if not common:
-        parser.error(f"{args.run} and {args.baseline} share no measured step")
     lines = [f"{name} against {base_name} at the steps both measured (held-out crops, deterministic "
              "reconstructions, PSNR in dB); each cell: variant / baseline (difference).", "",
              "| step | " + " | ".join(label for _, label in COLUMNS) + " | iterations adding >= 0.15 dB |",

@@ -303,9 +303,10 @@ class GainEstimator(nn.Module):
     @nn.compact
     def __call__(self, image: Array) -> Array:
         x = image
-        for i in range(self.block.bit_length() - 2):
+        num_halving_convs = self.block.bit_length() - 2  # log2(block) - 1; the last conv halves once more
+        for i in range(num_halving_convs):
             x = nn.elu(Conv2D(self.features, (3, 3), strides=2, name=f"conv_{i}")(x))
-        return nn.elu(Conv2D(1, (2, 2), strides=2, name=f"conv_{self.block.bit_length() - 2}")(x)) + 2.0
+        return nn.elu(Conv2D(1, (2, 2), strides=2, name=f"conv_{num_halving_convs}")(x)) + 2.0
 
 
 class IterationOutputs(NamedTuple):
